@@ -1,0 +1,680 @@
+//! Consent events: what a client sends, how it is validated, and how a stored event is shown.
+
+use crate::consents::{ChannelChoice, Consents, Metadata, PurposeChoice, parse_consents};
+use crate::error::{DomainError, FieldErrors};
+use crate::ids::{EventId, OrganizationId, Regulation, parse_country};
+use crate::json::{Fields, check_bounds, index, join, type_name};
+use crate::limits::{MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS};
+use crate::status::{Stamp, VendorsView};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Whether an event counts toward its user's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventStatus {
+    /// The event is part of the status.
+    #[default]
+    Confirmed,
+    /// The event is stored and listed but changes nothing until confirmed.
+    PendingApproval,
+}
+
+impl EventStatus {
+    /// Parses `confirmed` or `pending_approval`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "confirmed" => Ok(EventStatus::Confirmed),
+            "pending_approval" => Ok(EventStatus::PendingApproval),
+            _ => Err("must be 'confirmed' or 'pending_approval'".to_owned()),
+        }
+    }
+
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Confirmed => "confirmed",
+            EventStatus::PendingApproval => "pending_approval",
+        }
+    }
+}
+
+/// The user an event is about, as the client named it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserRef {
+    /// The user id; a user is created if it is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The organization's own id for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_user_id: Option<String>,
+    /// Merged into the user's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Metadata>,
+    /// ISO 3166-1 alpha-2 country of the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// ISO 3166-1 alpha-2 country where the event happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_country: Option<String>,
+}
+
+impl UserRef {
+    /// True when the client named nothing about the user.
+    pub fn is_empty(&self) -> bool {
+        *self == UserRef::default()
+    }
+}
+
+/// A third party that made the event on behalf of the user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Delegate {
+    /// The delegate's id (an agent, a team, ...).
+    pub id: String,
+    /// The delegate's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free-form metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Metadata>,
+}
+
+/// The content of an event as stored: what the client sent, minus the fields kept apart
+/// (`id`, `created_at`, `status`, `regulation`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventBody {
+    /// Free-form metadata on the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// The user, as named by the client.
+    #[serde(default, skip_serializing_if = "UserRef::is_empty")]
+    pub user: UserRef,
+    /// The choices.
+    #[serde(default, skip_serializing_if = "Consents::is_empty")]
+    pub consents: Consents,
+    /// Ids of the proofs attached to the event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proofs_id: Vec<String>,
+    /// Who made the event on the user's behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+}
+
+/// A validated event as a client sent it, before the store gives it a user and a place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInput {
+    /// The client's idempotency key, if it sent one.
+    pub id: Option<EventId>,
+    /// When the choice was made, if the client said (back-dated imports).
+    pub created_at: Option<Timestamp>,
+    /// Confirmed, or pending approval.
+    pub status: EventStatus,
+    /// The regulation of the event.
+    pub regulation: Regulation,
+    /// The content.
+    pub body: EventBody,
+    /// Parameters for generating a TCF string (`iab`), not stored.
+    pub iab: Option<Value>,
+}
+
+/// What a parse needs to know beyond the body.
+#[derive(Debug, Clone)]
+pub struct ParseContext {
+    /// The organization of the request.
+    pub organization_id: OrganizationId,
+    /// The current instant, to refuse events dated in the future.
+    pub now: Timestamp,
+}
+
+/// A parsed `POST /consents/events` body: one event or a batch.
+#[derive(Debug, Clone)]
+pub struct EventBatch {
+    /// The events, in input order.
+    pub events: Vec<EventInput>,
+    /// True when the body was an array (the response is then an array too).
+    pub is_array: bool,
+}
+
+const EVENT_FIELDS: &[&str] = &[
+    "id",
+    "organization_id",
+    "created_at",
+    "status",
+    "regulation",
+    "metadata",
+    "user",
+    "consents",
+    "proofs",
+    "proofs_id",
+    "delegate",
+    "iab",
+];
+
+impl EventInput {
+    /// Parses one event at `path`, recording every problem in `errors`.
+    pub fn parse(
+        value: &Value,
+        path: &str,
+        ctx: &ParseContext,
+        errors: &mut FieldErrors,
+    ) -> Option<EventInput> {
+        let before = errors.len();
+        let f = Fields::of(value, path, EVENT_FIELDS, errors)?;
+        let id = f.string("id", errors).and_then(|s| match EventId::parse(s) {
+            Ok(id) => Some(id),
+            Err(message) => {
+                errors.add(f.child("id"), message);
+                None
+            }
+        });
+        if let Some(org) = f.string("organization_id", errors)
+            && org != ctx.organization_id.as_str()
+        {
+            errors.add(
+                f.child("organization_id"),
+                "must equal the organization_id of the query",
+            );
+        }
+        let created_at = f.string("created_at", errors).and_then(|s| {
+            match Timestamp::parse(s) {
+                Ok(t) if t.millis() > ctx.now.millis() + MAX_FUTURE_SKEW_MS => {
+                    errors.add(f.child("created_at"), "is in the future");
+                    None
+                }
+                Ok(t) => Some(t),
+                Err(message) => {
+                    errors.add(f.child("created_at"), message);
+                    None
+                }
+            }
+        });
+        let status = f
+            .string("status", errors)
+            .map(|s| {
+                EventStatus::parse(s).unwrap_or_else(|message| {
+                    errors.add(f.child("status"), message);
+                    EventStatus::Confirmed
+                })
+            })
+            .unwrap_or_default();
+        let regulation = f
+            .string("regulation", errors)
+            .map(|s| {
+                Regulation::parse(s).unwrap_or_else(|message| {
+                    errors.add(f.child("regulation"), message);
+                    Regulation::default()
+                })
+            })
+            .unwrap_or_default();
+        let user = match f.get("user") {
+            None | Some(Value::Null) => UserRef::default(),
+            Some(v) => parse_user_ref(v, &f.child("user"), errors),
+        };
+        let consents = match f.get("consents") {
+            None | Some(Value::Null) => Consents::default(),
+            Some(v) => parse_consents(v, &f.child("consents"), errors),
+        };
+        if f.array("proofs", errors).is_some_and(|p| !p.is_empty()) {
+            errors.add(
+                f.child("proofs"),
+                "uploading proofs inside an event is not supported by this server; \
+                 reference stored proofs with proofs_id",
+            );
+        }
+        let body = EventBody {
+            metadata: f.metadata("metadata", errors),
+            user,
+            consents,
+            proofs_id: f.identifier_list("proofs_id", errors),
+            delegate: f
+                .get("delegate")
+                .filter(|v| !v.is_null())
+                .and_then(|v| parse_delegate(v, &f.child("delegate"), errors)),
+        };
+        let iab = match f.get("iab") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(other) => {
+                errors.add(
+                    f.child("iab"),
+                    format!("must be an object, not {}", type_name(other)),
+                );
+                None
+            }
+        };
+        f.finish(errors);
+        (errors.len() == before).then_some(EventInput {
+            id,
+            created_at,
+            status,
+            regulation,
+            body,
+            iab,
+        })
+    }
+
+    /// True when `stored` holds the same content as this input, so that a replay of the same
+    /// id is answered with the stored event. The status is not compared (it is the event's
+    /// lifecycle, changed by `PATCH`), nor `created_at` when this input leaves it to the server.
+    pub fn same_content(&self, stored: &ConsentEvent) -> bool {
+        self.body == stored.body
+            && self.regulation == stored.regulation
+            && self.created_at.is_none_or(|t| t == stored.created_at)
+    }
+}
+
+/// Parses a `POST /consents/events` body: one event object, or an array of 1 to 100.
+pub fn parse_batch(value: &Value, ctx: &ParseContext) -> Result<EventBatch, DomainError> {
+    let mut errors = FieldErrors::new();
+    check_bounds(value, "", &mut errors);
+    if !errors.is_empty() {
+        return Err(DomainError::invalid(errors));
+    }
+    match value {
+        Value::Object(_) => {
+            let event = EventInput::parse(value, "", ctx, &mut errors);
+            match event {
+                Some(event) if errors.is_empty() => Ok(EventBatch {
+                    events: vec![event],
+                    is_array: false,
+                }),
+                _ => Err(DomainError::invalid(errors)),
+            }
+        }
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(DomainError::bad_request(
+                    "the batch is empty; send 1 to 100 events",
+                ));
+            }
+            if items.len() > MAX_BATCH_EVENTS {
+                return Err(DomainError::bad_request(format!(
+                    "batch has {} events; the limit is {MAX_BATCH_EVENTS}",
+                    items.len()
+                )));
+            }
+            let mut events = Vec::with_capacity(items.len());
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for (i, item) in items.iter().enumerate() {
+                let path = index("", i);
+                if let Some(event) = EventInput::parse(item, &path, ctx, &mut errors) {
+                    if let Some(id) = &event.id {
+                        if let Some(first) = seen.get(id.as_str()) {
+                            errors.add(
+                                join(&path, "id"),
+                                format!("event id '{id}' appears twice in this batch (first at [{first}])"),
+                            );
+                        } else {
+                            seen.insert(item_id(item), i);
+                        }
+                    }
+                    events.push(event);
+                }
+            }
+            if errors.is_empty() {
+                Ok(EventBatch {
+                    events,
+                    is_array: true,
+                })
+            } else {
+                Err(DomainError::invalid(errors))
+            }
+        }
+        other => Err(DomainError::bad_request(format!(
+            "the body must be an event object or an array of events, not {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// The `id` string of a raw event known to have one.
+fn item_id(item: &Value) -> &str {
+    item.get("id").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn parse_user_ref(value: &Value, path: &str, errors: &mut FieldErrors) -> UserRef {
+    let Some(f) = Fields::of(
+        value,
+        path,
+        &["id", "organization_user_id", "metadata", "country", "last_seen_country"],
+        errors,
+    ) else {
+        return UserRef::default();
+    };
+    let country = |key: &str, errors: &mut FieldErrors| {
+        f.string(key, errors).and_then(|s| match parse_country(s) {
+            Ok(c) => Some(c),
+            Err(message) => {
+                errors.add(f.child(key), message);
+                None
+            }
+        })
+    };
+    let user = UserRef {
+        id: f.identifier("id", errors).map(str::to_owned),
+        organization_user_id: f.identifier("organization_user_id", errors).map(str::to_owned),
+        metadata: f.metadata("metadata", errors),
+        country: country("country", errors),
+        last_seen_country: country("last_seen_country", errors),
+    };
+    f.finish(errors);
+    user
+}
+
+fn parse_delegate(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<Delegate> {
+    let f = Fields::of(value, path, &["id", "name", "metadata"], errors)?;
+    let id = f.identifier("id", errors);
+    if f.get("id").is_none_or(Value::is_null) {
+        errors.add(f.child("id"), "is required");
+    }
+    let delegate = Delegate {
+        id: id.unwrap_or_default().to_owned(),
+        name: f.string("name", errors).map(str::to_owned),
+        metadata: f.metadata("metadata", errors),
+    };
+    f.finish(errors);
+    id.map(|_| delegate)
+}
+
+/// A change to a stored event (`PATCH /consents/events/{id}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPatch {
+    /// A new status (mostly `pending_approval` → `confirmed`).
+    pub status: Option<EventStatus>,
+    /// New choices, replacing the event's choices.
+    pub consents: Option<Consents>,
+    /// New proof ids, replacing the event's.
+    pub proofs_id: Option<Vec<String>>,
+    /// A new delegate.
+    pub delegate: Option<Delegate>,
+}
+
+impl EventPatch {
+    /// Parses a patch body.
+    pub fn parse(value: &Value) -> Result<EventPatch, DomainError> {
+        let mut errors = FieldErrors::new();
+        check_bounds(value, "", &mut errors);
+        errors.clone().into_result()?;
+        let Some(f) = Fields::of(
+            value,
+            "",
+            &["status", "consents", "proofs", "proofs_id", "delegate"],
+            &mut errors,
+        ) else {
+            return Err(DomainError::invalid(errors));
+        };
+        let status = f
+            .string("status", &mut errors)
+            .and_then(|s| match EventStatus::parse(s) {
+                Ok(s) => Some(s),
+                Err(message) => {
+                    errors.add("status", message);
+                    None
+                }
+            });
+        let consents = f
+            .get("consents")
+            .filter(|v| !v.is_null())
+            .map(|v| parse_consents(v, "consents", &mut errors));
+        let proofs_id = f
+            .get("proofs_id")
+            .filter(|v| !v.is_null())
+            .map(|_| f.identifier_list("proofs_id", &mut errors));
+        if f.array("proofs", &mut errors).is_some_and(|p| !p.is_empty()) {
+            errors.add(
+                "proofs",
+                "uploading proofs inside an event is not supported by this server; \
+                 reference stored proofs with proofs_id",
+            );
+        }
+        let delegate = f
+            .get("delegate")
+            .filter(|v| !v.is_null())
+            .and_then(|v| parse_delegate(v, "delegate", &mut errors));
+        f.finish(&mut errors);
+        errors.into_result()?;
+        Ok(EventPatch {
+            status,
+            consents,
+            proofs_id,
+            delegate,
+        })
+    }
+
+    /// Applies the patch to `event`, changed at `now`.
+    pub fn apply_to(&self, event: &mut ConsentEvent, now: Timestamp) {
+        if let Some(status) = self.status {
+            event.status = status;
+        }
+        if let Some(consents) = &self.consents {
+            event.body.consents = consents.clone();
+        }
+        if let Some(proofs_id) = &self.proofs_id {
+            event.body.proofs_id = proofs_id.clone();
+        }
+        if let Some(delegate) = &self.delegate {
+            event.body.delegate = Some(delegate.clone());
+        }
+        event.updated_at = now;
+    }
+}
+
+/// A stored consent event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentEvent {
+    /// The event id.
+    pub id: EventId,
+    /// The organization that owns it.
+    pub organization_id: OrganizationId,
+    /// The id of the user it belongs to.
+    pub user_id: String,
+    /// When the choice was made.
+    pub created_at: Timestamp,
+    /// When the event was stored or last changed.
+    pub updated_at: Timestamp,
+    /// Confirmed or pending approval.
+    pub status: EventStatus,
+    /// The regulation of the event.
+    pub regulation: Regulation,
+    /// Arrival order in the store.
+    pub seq: i64,
+    /// The content.
+    pub body: EventBody,
+}
+
+impl ConsentEvent {
+    /// The event's place in the fold order.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            at: self.created_at.millis(),
+            seq: self.seq,
+        }
+    }
+
+    /// The event as the API shows it.
+    pub fn view(&self) -> EventView {
+        let b = &self.body;
+        let v = &b.consents.vendors;
+        EventView {
+            id: self.id.to_string(),
+            organization_id: self.organization_id.to_string(),
+            created_at: self.created_at.to_rfc3339(),
+            updated_at: self.updated_at.to_rfc3339(),
+            status: self.status,
+            regulation: self.regulation.to_string(),
+            metadata: b.metadata.clone(),
+            user: EventUserView {
+                id: self.user_id.clone(),
+                organization_user_id: b.user.organization_user_id.clone(),
+                metadata: b.user.metadata.clone(),
+                country: b.user.country.clone(),
+                last_seen_country: b.user.last_seen_country.clone(),
+            },
+            consents: EventConsentsView {
+                purposes: b.consents.purposes.clone(),
+                channels: b.consents.channels.clone(),
+                vendors: VendorsView {
+                    enabled: v.enabled.clone(),
+                    disabled: v.disabled.clone(),
+                    enabled_li: v.enabled_li.clone(),
+                    disabled_li: v.disabled_li.clone(),
+                },
+                tcfcs: b.consents.tcfcs.clone(),
+            },
+            proofs_id: b.proofs_id.clone(),
+            delegate: b.delegate.clone(),
+        }
+    }
+}
+
+/// A consent event as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventView {
+    /// Event id.
+    pub id: String,
+    /// Owning organization.
+    pub organization_id: String,
+    /// When the choice was made (RFC 3339, UTC, milliseconds).
+    pub created_at: String,
+    /// When the event was stored or last changed.
+    pub updated_at: String,
+    /// Confirmed or pending approval.
+    pub status: EventStatus,
+    /// Regulation of the event.
+    pub regulation: String,
+    /// Free-form metadata of the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Metadata>,
+    /// The user, with its resolved id.
+    pub user: EventUserView,
+    /// The choices of the event.
+    pub consents: EventConsentsView,
+    /// Ids of attached proofs.
+    pub proofs_id: Vec<String>,
+    /// Who made the event on the user's behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+}
+
+/// The user part of a shown event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventUserView {
+    /// The resolved user id.
+    pub id: String,
+    /// The organization user id the event named, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_user_id: Option<String>,
+    /// Metadata the event merged into the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Metadata>,
+    /// Country the event set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Country where the event happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_country: Option<String>,
+}
+
+/// The choices of a shown event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventConsentsView {
+    /// Purpose choices.
+    pub purposes: Vec<PurposeChoice>,
+    /// Channel choices.
+    pub channels: Vec<ChannelChoice>,
+    /// Vendor choices.
+    pub vendors: VendorsView,
+    /// TCF string, if the event carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcfcs: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> ParseContext {
+        ParseContext {
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            now: Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_rejected() {
+        let err = parse_batch(&json!({"consent": {}}), &ctx()).unwrap_err();
+        let DomainError::Invalid { errors, .. } = err else { panic!() };
+        assert!(errors.as_map().contains_key("consent"));
+    }
+
+    #[test]
+    fn batch_errors_are_keyed_by_index() {
+        let body = json!([{"user": {"id": "u"}}, {"user": {"country": "XX"}}]);
+        let DomainError::Invalid { errors, .. } = parse_batch(&body, &ctx()).unwrap_err() else {
+            panic!()
+        };
+        assert!(errors.as_map().contains_key("[1].user.country"), "{errors:?}");
+    }
+
+    #[test]
+    fn batch_over_the_limit_is_rejected() {
+        let body = Value::Array(vec![json!({}); 101]);
+        let err = parse_batch(&body, &ctx()).unwrap_err();
+        assert!(err.to_string().contains("101"));
+    }
+
+    #[test]
+    fn duplicate_ids_in_a_batch_are_rejected() {
+        let body = json!([{"id": "a"}, {"id": "a"}]);
+        let DomainError::Invalid { errors, .. } = parse_batch(&body, &ctx()).unwrap_err() else {
+            panic!()
+        };
+        assert!(errors.as_map().contains_key("[1].id"));
+    }
+
+    #[test]
+    fn future_events_are_rejected() {
+        let body = json!({"created_at": "2030-01-01T00:00:00Z"});
+        assert!(parse_batch(&body, &ctx()).is_err());
+    }
+
+    #[test]
+    fn null_and_absent_choices_are_the_same_content() {
+        let a = parse_batch(&json!({"consents": {"purposes": [{"id": "p", "enabled": null}]}}), &ctx())
+            .unwrap();
+        let b = parse_batch(&json!({"consents": {"purposes": [{"id": "p"}]}}), &ctx()).unwrap();
+        assert_eq!(a.events[0].body, b.events[0].body);
+    }
+
+    #[test]
+    fn view_always_has_vendors_and_user_id() {
+        let event = ConsentEvent {
+            id: EventId::parse("e").unwrap(),
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            user_id: "u1".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            status: EventStatus::Confirmed,
+            regulation: Regulation::default(),
+            seq: 1,
+            body: EventBody::default(),
+        };
+        let v = serde_json::to_value(event.view()).unwrap();
+        assert_eq!(v["user"]["id"], "u1");
+        assert_eq!(v["consents"]["vendors"]["enabled"], json!([]));
+        assert_eq!(v["created_at"], "1970-01-01T00:00:00.000Z");
+    }
+}

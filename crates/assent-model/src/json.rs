@@ -1,0 +1,275 @@
+//! Helpers to read untrusted JSON strictly, collecting every problem with the path of the field
+//! at fault instead of stopping at the first.
+
+use crate::error::FieldErrors;
+use crate::ids::check_identifier;
+use crate::limits::{MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_STRING_BYTES};
+use serde_json::{Map, Value};
+
+/// The path of a child field: `join("consents", "purposes")` is `consents.purposes`.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The path of an array element: `index("consents.purposes", 0)` is `consents.purposes[0]`.
+pub fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// The path to report for the value at `path` itself: the root of a body is `""`, reported as
+/// `body`.
+fn shown(path: &str) -> String {
+    if path.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// The JSON type of a value, as said in messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks the bounds that hold for a whole body: nesting depth and string sizes.
+pub fn check_bounds(value: &Value, path: &str, errors: &mut FieldErrors) {
+    walk_bounds(value, path, 1, errors);
+}
+
+fn walk_bounds(value: &Value, path: &str, depth: usize, errors: &mut FieldErrors) {
+    if depth > MAX_JSON_DEPTH {
+        errors.add(
+            shown(path),
+            format!("is nested too deeply; the limit is {MAX_JSON_DEPTH} levels"),
+        );
+        return;
+    }
+    match value {
+        Value::String(s) if s.len() > MAX_STRING_BYTES => {
+            errors.add(
+                shown(path),
+                format!("is {} bytes long; the limit is {MAX_STRING_BYTES}", s.len()),
+            );
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_bounds(item, &index(path, i), depth + 1, errors);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                if key.len() > MAX_STRING_BYTES {
+                    errors.add(shown(path), "has a key longer than the string limit");
+                    continue;
+                }
+                walk_bounds(item, &join(path, key), depth + 1, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A JSON object being read field by field. Fields that are never read are reported as unknown
+/// by [`Fields::finish`].
+pub struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+    allowed: &'static [&'static str],
+}
+
+impl<'a> Fields<'a> {
+    /// Starts reading `value` as an object whose fields are `allowed`; records an error and
+    /// returns `None` if it is not an object.
+    pub fn of(
+        value: &'a Value,
+        path: &str,
+        allowed: &'static [&'static str],
+        errors: &mut FieldErrors,
+    ) -> Option<Self> {
+        match value {
+            Value::Object(map) => Some(Fields {
+                map,
+                path: path.to_owned(),
+                allowed,
+            }),
+            other => {
+                errors.add(
+                    shown(path),
+                    format!("must be an object, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// The path of this object.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The path of one of its fields.
+    pub fn child(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    /// The raw value of a field, if present.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
+    /// Reports every field not in the allowed list.
+    pub fn finish(self, errors: &mut FieldErrors) {
+        for key in self.map.keys() {
+            if !self.allowed.contains(&key.as_str()) {
+                errors.add(
+                    self.child(key),
+                    format!("is not a known field; expected one of: {}", self.allowed.join(", ")),
+                );
+            }
+        }
+    }
+
+    /// A string field; `null` counts as absent.
+    pub fn string(&self, key: &str, errors: &mut FieldErrors) -> Option<&'a str> {
+        match self.map.get(key)? {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            other => {
+                errors.add(
+                    self.child(key),
+                    format!("must be a string, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// An identifier field (1–255 characters, no control characters); `null` counts as absent.
+    pub fn identifier(&self, key: &str, errors: &mut FieldErrors) -> Option<&'a str> {
+        let s = self.string(key, errors)?;
+        match check_identifier(s) {
+            Ok(()) => Some(s),
+            Err(message) => {
+                errors.add(self.child(key), message);
+                None
+            }
+        }
+    }
+
+    /// A boolean field where `null` means "no choice".
+    pub fn choice(&self, key: &str, errors: &mut FieldErrors) -> Option<bool> {
+        match self.map.get(key)? {
+            Value::Null => None,
+            Value::Bool(b) => Some(*b),
+            other => {
+                errors.add(
+                    self.child(key),
+                    format!("must be a boolean or null, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A free-form `metadata` object, bounded in size; `null` counts as absent.
+    pub fn metadata(&self, key: &str, errors: &mut FieldErrors) -> Option<Map<String, Value>> {
+        match self.map.get(key)? {
+            Value::Null => None,
+            Value::Object(map) => {
+                let size = serde_json::to_vec(map).map(|v| v.len()).unwrap_or(usize::MAX);
+                if size > MAX_METADATA_BYTES {
+                    errors.add(
+                        self.child(key),
+                        format!("is {size} bytes; the limit is {MAX_METADATA_BYTES}"),
+                    );
+                    return None;
+                }
+                Some(map.clone())
+            }
+            other => {
+                errors.add(
+                    self.child(key),
+                    format!("must be an object, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array field; `null` counts as absent.
+    pub fn array(&self, key: &str, errors: &mut FieldErrors) -> Option<&'a Vec<Value>> {
+        match self.map.get(key)? {
+            Value::Null => None,
+            Value::Array(items) => Some(items),
+            other => {
+                errors.add(
+                    self.child(key),
+                    format!("must be an array, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of identifiers without duplicates.
+    pub fn identifier_list(&self, key: &str, errors: &mut FieldErrors) -> Vec<String> {
+        let Some(items) = self.array(key, errors) else {
+            return Vec::new();
+        };
+        let path = self.child(key);
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(s) => match check_identifier(s) {
+                    Ok(()) if out.contains(s) => {
+                        errors.add(index(&path, i), format!("'{s}' is listed twice"));
+                    }
+                    Ok(()) => out.push(s.clone()),
+                    Err(message) => errors.add(index(&path, i), message),
+                },
+                other => errors.add(
+                    index(&path, i),
+                    format!("must be a string, not {}", type_name(other)),
+                ),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_path() {
+        let v = json!({"id": "a", "enabld": true});
+        let mut errors = FieldErrors::new();
+        let f = Fields::of(&v, "consents.purposes[0]", &["id", "enabled"], &mut errors).unwrap();
+        f.finish(&mut errors);
+        assert!(errors.as_map().contains_key("consents.purposes[0].enabld"));
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let mut v = json!(1);
+        for _ in 0..40 {
+            v = json!({ "a": v });
+        }
+        let mut errors = FieldErrors::new();
+        check_bounds(&v, "", &mut errors);
+        assert_eq!(errors.len(), 1);
+    }
+}

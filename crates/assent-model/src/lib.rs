@@ -1,0 +1,24 @@
+//! The consent domain of Assent, with no I/O.
+//!
+//! Consent events are the record of truth; a user's consent status is the fold of its confirmed
+//! events. This crate parses and validates what clients send ([`event`], [`user`]), holds the
+//! merge rules that turn events into a status ([`status`]), and the query language used to
+//! select events and users ([`filter`], [`query`]). Storage and HTTP live elsewhere.
+
+pub mod consents;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod ids;
+pub mod json;
+pub mod limits;
+pub mod query;
+pub mod status;
+pub mod time;
+pub mod user;
+
+pub use error::{DomainError, FieldErrors};
+pub use event::{ConsentEvent, EventBody, EventInput, EventStatus};
+pub use ids::{EventId, OrganizationId, Regulation};
+pub use status::{ConsentStatus, Stamp, UserState};
+pub use time::Timestamp;

@@ -1,0 +1,577 @@
+//! The merge rules: how consent events fold into a user's consent status.
+//!
+//! Every leaf of a status (a purpose's `enabled`, a channel, a vendor, a metadata key, ...)
+//! remembers the [`Stamp`] of the event that set it, and an event only overwrites leaves with an
+//! older stamp. Merging is therefore commutative and idempotent: applying a set of events in any
+//! order, any number of times, gives the fold of the events sorted by stamp.
+
+use crate::consents::{ChannelChoice, Consents, Metadata, PreferenceValue};
+use crate::event::EventBody;
+use crate::ids::Regulation;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Where an event sits in the fold order: its `created_at`, then its arrival sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "(i64, i64)", into = "(i64, i64)")]
+pub struct Stamp {
+    /// The event's `created_at`, in milliseconds since the epoch.
+    pub at: i64,
+    /// The order in which the store received the event; unique per store.
+    pub seq: i64,
+}
+
+impl From<(i64, i64)> for Stamp {
+    fn from((at, seq): (i64, i64)) -> Self {
+        Stamp { at, seq }
+    }
+}
+
+impl From<Stamp> for (i64, i64) {
+    fn from(s: Stamp) -> Self {
+        (s.at, s.seq)
+    }
+}
+
+/// A value together with the stamp of the event that set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leaf<T>(pub T, pub Stamp);
+
+/// Sets `slot` to `value` unless it already holds a value set by a newer (or the same) event.
+fn set<T>(slot: &mut Option<Leaf<T>>, value: T, stamp: Stamp) {
+    if slot.as_ref().is_none_or(|Leaf(_, old)| *old < stamp) {
+        *slot = Some(Leaf(value, stamp));
+    }
+}
+
+/// Sets `slot` when the event made a choice (`Some`); `None` leaves the earlier choice.
+fn choose(slot: &mut Option<Leaf<bool>>, choice: Option<bool>, stamp: Stamp) {
+    if let Some(value) = choice {
+        set(slot, value, stamp);
+    }
+}
+
+/// Stamped values by key, as metadata objects and preference values are kept.
+pub type StampedMap<T> = BTreeMap<String, Leaf<T>>;
+
+fn merge_keys(map: &mut StampedMap<Value>, metadata: Option<&Metadata>, stamp: Stamp) {
+    for (key, value) in metadata.into_iter().flatten() {
+        let mut slot = map.remove(key);
+        set(&mut slot, value.clone(), stamp);
+        if let Some(leaf) = slot {
+            map.insert(key.clone(), leaf);
+        }
+    }
+}
+
+fn render_keys(map: &StampedMap<Value>) -> Map<String, Value> {
+    map.iter()
+        .filter(|(_, Leaf(v, _))| !v.is_null())
+        .map(|(k, Leaf(v, _))| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The status of one channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChannelState {
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
+    enabled: Option<Leaf<bool>>,
+    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: StampedMap<Value>,
+}
+
+fn merge_channels(
+    map: &mut BTreeMap<String, ChannelState>,
+    channels: &[ChannelChoice],
+    stamp: Stamp,
+) {
+    for c in channels {
+        let state = map.entry(c.id.clone()).or_default();
+        choose(&mut state.enabled, c.enabled, stamp);
+        merge_keys(&mut state.metadata, c.metadata.as_ref(), stamp);
+    }
+}
+
+fn render_channels(map: &BTreeMap<String, ChannelState>) -> Vec<ChannelView> {
+    map.iter()
+        .map(|(id, c)| ChannelView {
+            id: id.clone(),
+            enabled: c.enabled.as_ref().map(|l| l.0),
+            metadata: render_keys(&c.metadata),
+        })
+        .collect()
+}
+
+/// The status of one v1 preference of a purpose.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceState {
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
+    enabled: Option<Leaf<bool>>,
+    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: StampedMap<Value>,
+    #[serde(default, rename = "c", skip_serializing_if = "BTreeMap::is_empty")]
+    channels: BTreeMap<String, ChannelState>,
+}
+
+/// The status of one purpose.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PurposeState {
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
+    enabled: Option<Leaf<bool>>,
+    #[serde(default, rename = "li", skip_serializing_if = "Option::is_none")]
+    enabled_li: Option<Leaf<bool>>,
+    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: StampedMap<Value>,
+    #[serde(default, rename = "v", skip_serializing_if = "BTreeMap::is_empty")]
+    values: StampedMap<String>,
+    #[serde(default, rename = "p", skip_serializing_if = "BTreeMap::is_empty")]
+    preferences: BTreeMap<String, PreferenceState>,
+    #[serde(default, rename = "c", skip_serializing_if = "BTreeMap::is_empty")]
+    channels: BTreeMap<String, ChannelState>,
+}
+
+/// The status of one vendor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VendorState {
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
+    enabled: Option<Leaf<bool>>,
+    #[serde(default, rename = "li", skip_serializing_if = "Option::is_none")]
+    enabled_li: Option<Leaf<bool>>,
+}
+
+/// A user's consent status under one regulation, with the stamp of every leaf.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConsentStatus {
+    #[serde(default, rename = "p", skip_serializing_if = "BTreeMap::is_empty")]
+    purposes: BTreeMap<String, PurposeState>,
+    #[serde(default, rename = "c", skip_serializing_if = "BTreeMap::is_empty")]
+    channels: BTreeMap<String, ChannelState>,
+    #[serde(default, rename = "v", skip_serializing_if = "BTreeMap::is_empty")]
+    vendors: BTreeMap<String, VendorState>,
+    #[serde(default, rename = "t", skip_serializing_if = "Option::is_none")]
+    tcfcs: Option<Leaf<String>>,
+}
+
+impl ConsentStatus {
+    /// Merges the choices of one event, stamped `stamp`, into this status.
+    pub fn merge(&mut self, consents: &Consents, stamp: Stamp) {
+        for p in &consents.purposes {
+            let state = self.purposes.entry(p.id.clone()).or_default();
+            choose(&mut state.enabled, p.enabled, stamp);
+            choose(&mut state.enabled_li, p.enabled_li, stamp);
+            merge_keys(&mut state.metadata, p.metadata.as_ref(), stamp);
+            for (pref, PreferenceValue { value }) in &p.values {
+                let mut slot = state.values.remove(pref);
+                set(&mut slot, value.clone(), stamp);
+                if let Some(leaf) = slot {
+                    state.values.insert(pref.clone(), leaf);
+                }
+            }
+            for pref in &p.preferences {
+                let pstate = state.preferences.entry(pref.id.clone()).or_default();
+                choose(&mut pstate.enabled, pref.enabled, stamp);
+                merge_keys(&mut pstate.metadata, pref.metadata.as_ref(), stamp);
+                merge_channels(&mut pstate.channels, &pref.channels, stamp);
+            }
+            merge_channels(&mut state.channels, &p.channels, stamp);
+        }
+        merge_channels(&mut self.channels, &consents.channels, stamp);
+        let v = &consents.vendors;
+        for (ids, value, li) in [
+            (&v.enabled, true, false),
+            (&v.disabled, false, false),
+            (&v.enabled_li, true, true),
+            (&v.disabled_li, false, true),
+        ] {
+            for id in ids {
+                let state = self.vendors.entry(id.clone()).or_default();
+                let slot = if li {
+                    &mut state.enabled_li
+                } else {
+                    &mut state.enabled
+                };
+                set(slot, value, stamp);
+            }
+        }
+        if let Some(tcfcs) = &consents.tcfcs {
+            set(&mut self.tcfcs, tcfcs.clone(), stamp);
+        }
+    }
+
+    /// The status as the API shows it, without stamps.
+    pub fn view(&self) -> ConsentsView {
+        let mut vendors = VendorsView::default();
+        for (id, v) in &self.vendors {
+            match v.enabled.as_ref().map(|l| l.0) {
+                Some(true) => vendors.enabled.push(id.clone()),
+                Some(false) => vendors.disabled.push(id.clone()),
+                None => {}
+            }
+            match v.enabled_li.as_ref().map(|l| l.0) {
+                Some(true) => vendors.enabled_li.push(id.clone()),
+                Some(false) => vendors.disabled_li.push(id.clone()),
+                None => {}
+            }
+        }
+        ConsentsView {
+            purposes: self
+                .purposes
+                .iter()
+                .map(|(id, p)| PurposeView {
+                    id: id.clone(),
+                    enabled: p.enabled.as_ref().map(|l| l.0),
+                    enabled_li: p.enabled_li.as_ref().map(|l| l.0),
+                    metadata: render_keys(&p.metadata),
+                    values: p
+                        .values
+                        .iter()
+                        .map(|(k, Leaf(v, _))| (k.clone(), PreferenceValue { value: v.clone() }))
+                        .collect(),
+                    preferences: p
+                        .preferences
+                        .iter()
+                        .map(|(pid, pref)| PreferenceView {
+                            id: pid.clone(),
+                            enabled: pref.enabled.as_ref().map(|l| l.0),
+                            metadata: render_keys(&pref.metadata),
+                            channels: render_channels(&pref.channels),
+                        })
+                        .collect(),
+                    channels: render_channels(&p.channels),
+                })
+                .collect(),
+            channels: render_channels(&self.channels),
+            vendors,
+            tcfcs: self.tcfcs.as_ref().map(|l| l.0.clone()),
+        }
+    }
+}
+
+/// A user's consent status as the API shows it (`consents` of a user).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsentsView {
+    /// Purposes the user made choices for, sorted by id.
+    pub purposes: Vec<PurposeView>,
+    /// Channels outside any purpose, sorted by id.
+    pub channels: Vec<ChannelView>,
+    /// Vendor choices, each list sorted.
+    pub vendors: VendorsView,
+    /// The latest TCF consent string, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcfcs: Option<String>,
+}
+
+/// A purpose in a user's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurposeView {
+    /// Purpose id.
+    pub id: String,
+    /// Consent; `null` when no choice was made.
+    pub enabled: Option<bool>,
+    /// Legitimate interest; `false` means the user objected, `null` no choice.
+    pub enabled_li: Option<bool>,
+    /// Merged metadata.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Map<String, Value>,
+    /// Selected values per preference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, PreferenceValue>,
+    /// v1 preferences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<PreferenceView>,
+    /// Channels of the purpose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelView>,
+}
+
+/// A v1 preference in a user's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PreferenceView {
+    /// Preference id.
+    pub id: String,
+    /// The choice; `null` when none.
+    pub enabled: Option<bool>,
+    /// Merged metadata.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Map<String, Value>,
+    /// Channels of the preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelView>,
+}
+
+/// A channel in a user's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelView {
+    /// Channel id.
+    pub id: String,
+    /// The choice; `null` when none.
+    pub enabled: Option<bool>,
+    /// Merged metadata.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Map<String, Value>,
+}
+
+/// Vendor choices in a user's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VendorsView {
+    /// Vendors given consent.
+    pub enabled: Vec<String>,
+    /// Vendors refused consent.
+    pub disabled: Vec<String>,
+    /// Vendors not objected to on legitimate interest.
+    pub enabled_li: Vec<String>,
+    /// Vendors objected to on legitimate interest.
+    pub disabled_li: Vec<String>,
+}
+
+/// Profile fields of a user (metadata and countries), with stamps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: StampedMap<Value>,
+    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
+    country: Option<Leaf<String>>,
+    #[serde(default, rename = "l", skip_serializing_if = "Option::is_none")]
+    last_seen_country: Option<Leaf<String>>,
+}
+
+impl Profile {
+    /// Merges metadata (by key) and countries, stamped `stamp`.
+    pub fn merge(
+        &mut self,
+        metadata: Option<&Metadata>,
+        country: Option<&str>,
+        last_seen_country: Option<&str>,
+        stamp: Stamp,
+    ) {
+        merge_keys(&mut self.metadata, metadata, stamp);
+        if let Some(c) = country {
+            set(&mut self.country, c.to_owned(), stamp);
+        }
+        if let Some(c) = last_seen_country {
+            set(&mut self.last_seen_country, c.to_owned(), stamp);
+        }
+    }
+
+    /// This profile with `other` merged in, leaf by leaf, newest stamp winning.
+    fn overlaid(&self, other: &Profile) -> Profile {
+        let mut out = self.clone();
+        for (k, Leaf(v, s)) in &other.metadata {
+            let mut slot = out.metadata.remove(k);
+            set(&mut slot, v.clone(), *s);
+            if let Some(leaf) = slot {
+                out.metadata.insert(k.clone(), leaf);
+            }
+        }
+        if let Some(Leaf(v, s)) = &other.country {
+            set(&mut out.country, v.clone(), *s);
+        }
+        if let Some(Leaf(v, s)) = &other.last_seen_country {
+            set(&mut out.last_seen_country, v.clone(), *s);
+        }
+        out
+    }
+}
+
+/// The profile of a user as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileView {
+    /// Merged metadata.
+    pub metadata: Map<String, Value>,
+    /// ISO 3166-1 alpha-2 country.
+    pub country: Option<String>,
+    /// Country of the latest event that carried one.
+    pub last_seen_country: Option<String>,
+}
+
+/// Everything derived about a user: its profile and its consent status per regulation.
+///
+/// Profile values set by events and by direct edits (`PATCH /consents/users`) are kept apart so
+/// that refolding the events (after a deletion, say) keeps the direct edits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    #[serde(default, rename = "pe", skip_serializing_if = "is_default")]
+    from_events: Profile,
+    #[serde(default, rename = "pp", skip_serializing_if = "is_default")]
+    from_edits: Profile,
+    #[serde(default, rename = "r", skip_serializing_if = "BTreeMap::is_empty")]
+    statuses: BTreeMap<Regulation, ConsentStatus>,
+}
+
+fn is_default(p: &Profile) -> bool {
+    *p == Profile::default()
+}
+
+impl UserState {
+    /// Applies one confirmed event, stamped `stamp`, under `regulation`.
+    pub fn apply(&mut self, regulation: &Regulation, body: &EventBody, stamp: Stamp) {
+        let user = &body.user;
+        self.from_events.merge(
+            user.metadata.as_ref(),
+            user.country.as_deref(),
+            user.last_seen_country.as_deref(),
+            stamp,
+        );
+        self.statuses
+            .entry(regulation.clone())
+            .or_default()
+            .merge(&body.consents, stamp);
+    }
+
+    /// Applies a direct edit of the profile, stamped `stamp`.
+    pub fn edit_profile(
+        &mut self,
+        metadata: Option<&Metadata>,
+        country: Option<&str>,
+        last_seen_country: Option<&str>,
+        stamp: Stamp,
+    ) {
+        self.from_edits
+            .merge(metadata, country, last_seen_country, stamp);
+    }
+
+    /// The state refolded from `events` (confirmed ones only), keeping direct profile edits.
+    pub fn refold<'a>(
+        &self,
+        events: impl IntoIterator<Item = (&'a Regulation, &'a EventBody, Stamp)>,
+    ) -> UserState {
+        let mut out = UserState {
+            from_edits: self.from_edits.clone(),
+            ..UserState::default()
+        };
+        for (regulation, body, stamp) in events {
+            out.apply(regulation, body, stamp);
+        }
+        out
+    }
+
+    /// The status under `regulation` (empty when no event of that regulation was applied).
+    pub fn status(&self, regulation: &Regulation) -> ConsentsView {
+        self.statuses
+            .get(regulation)
+            .map(ConsentStatus::view)
+            .unwrap_or_default()
+    }
+
+    /// The stamped status under `regulation`, if any.
+    pub fn stamped_status(&self, regulation: &Regulation) -> Option<&ConsentStatus> {
+        self.statuses.get(regulation)
+    }
+
+    /// The profile as the API shows it: event values and direct edits, newest winning.
+    pub fn profile(&self) -> ProfileView {
+        let merged = self.from_events.overlaid(&self.from_edits);
+        ProfileView {
+            metadata: render_keys(&merged.metadata),
+            country: merged.country.map(|l| l.0),
+            last_seen_country: merged.last_seen_country.map(|l| l.0),
+        }
+    }
+}
+
+/// The status under `regulation` as it stood at instant `at` (milliseconds): the fold of the
+/// given confirmed events of that regulation created at or before `at`.
+pub fn status_at<'a>(
+    events: impl IntoIterator<Item = (&'a Regulation, &'a EventBody, Stamp)>,
+    regulation: &Regulation,
+    at: i64,
+) -> ConsentsView {
+    let mut status = ConsentStatus::default();
+    for (r, body, stamp) in events {
+        if r == regulation && stamp.at <= at {
+            status.merge(&body.consents, stamp);
+        }
+    }
+    status.view()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consents::{PurposeChoice, Vendors};
+
+    fn purpose(id: &str, enabled: Option<bool>) -> Consents {
+        Consents {
+            purposes: vec![PurposeChoice {
+                id: id.into(),
+                enabled,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn stamp(at: i64, seq: i64) -> Stamp {
+        Stamp { at, seq }
+    }
+
+    #[test]
+    fn late_event_does_not_override_newer_choice() {
+        let mut s = ConsentStatus::default();
+        s.merge(&purpose("news", Some(false)), stamp(200, 1));
+        s.merge(&purpose("news", Some(true)), stamp(100, 2));
+        assert_eq!(s.view().purposes[0].enabled, Some(false));
+    }
+
+    #[test]
+    fn null_choice_keeps_the_earlier_one() {
+        let mut s = ConsentStatus::default();
+        s.merge(&purpose("news", Some(true)), stamp(100, 1));
+        s.merge(&purpose("news", None), stamp(200, 2));
+        assert_eq!(s.view().purposes[0].enabled, Some(true));
+    }
+
+    #[test]
+    fn a_vendor_leaves_disabled_when_enabled() {
+        let mut s = ConsentStatus::default();
+        let off = Consents {
+            vendors: Vendors {
+                disabled: vec!["g".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let on = Consents {
+            vendors: Vendors {
+                enabled: vec!["g".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        s.merge(&off, stamp(100, 1));
+        s.merge(&on, stamp(200, 2));
+        let v = s.view().vendors;
+        assert_eq!(v.enabled, vec!["g"]);
+        assert!(v.disabled.is_empty());
+    }
+
+    #[test]
+    fn same_instant_is_ordered_by_arrival() {
+        let mut s = ConsentStatus::default();
+        s.merge(&purpose("news", Some(true)), stamp(100, 2));
+        s.merge(&purpose("news", Some(false)), stamp(100, 1));
+        assert_eq!(s.view().purposes[0].enabled, Some(true));
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut s = UserState::default();
+        let body = EventBody {
+            consents: purpose("news", Some(true)),
+            ..Default::default()
+        };
+        s.apply(&Regulation::default(), &body, stamp(1, 1));
+        let bytes = serde_json::to_vec(&s).unwrap();
+        let back: UserState = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, s);
+    }
+}
