@@ -2,8 +2,8 @@
 //! channels), top-level channels, vendors and a TCF string.
 
 use crate::error::FieldErrors;
-use crate::json::{Fields, index, join, type_name};
 use crate::ids::check_identifier;
+use crate::json::{Fields, index, join, type_name};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -138,8 +138,12 @@ impl Vendors {
 /// Parses the `consents` object of an event.
 pub fn parse_consents(value: &Value, path: &str, errors: &mut FieldErrors) -> Consents {
     let mut out = Consents::default();
-    let Some(f) = Fields::of(value, path, &["purposes", "channels", "vendors", "tcfcs"], errors)
-    else {
+    let Some(f) = Fields::of(
+        value,
+        path,
+        &["purposes", "channels", "vendors", "tcfcs"],
+        errors,
+    ) else {
         return out;
     };
     if let Some(items) = f.array("purposes", errors) {
@@ -178,7 +182,15 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
     let f = Fields::of(
         value,
         path,
-        &["id", "enabled", "enabled_li", "metadata", "values", "preferences", "channels"],
+        &[
+            "id",
+            "enabled",
+            "enabled_li",
+            "metadata",
+            "values",
+            "preferences",
+            "channels",
+        ],
         errors,
     )?;
     let id = required_id(&f, errors);
@@ -196,8 +208,12 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
         let list_path = f.child("preferences");
         for (i, item) in items.iter().enumerate() {
             let item_path = index(&list_path, i);
-            let Some(pf) = Fields::of(item, &item_path, &["id", "enabled", "metadata", "channels"], errors)
-            else {
+            let Some(pf) = Fields::of(
+                item,
+                &item_path,
+                &["id", "enabled", "metadata", "channels"],
+                errors,
+            ) else {
                 continue;
             };
             let pref_id = required_id(&pf, errors);
@@ -295,8 +311,12 @@ fn parse_channels(items: &[Value], path: &str, errors: &mut FieldErrors) -> Vec<
 }
 
 fn parse_vendors(value: &Value, path: &str, errors: &mut FieldErrors) -> Vendors {
-    let Some(f) = Fields::of(value, path, &["enabled", "disabled", "enabled_li", "disabled_li"], errors)
-    else {
+    let Some(f) = Fields::of(
+        value,
+        path,
+        &["enabled", "disabled", "enabled_li", "disabled_li"],
+        errors,
+    ) else {
         return Vendors::default();
     };
     let vendors = Vendors {
@@ -365,7 +385,10 @@ mod tests {
     fn wrong_types_are_reported_at_their_path() {
         let (_, errors) = parse(json!({"purposes": [{"id": "a", "enabled": "yes"}]}));
         assert_eq!(
-            errors.as_map().get("consents.purposes[0].enabled").map(String::as_str),
+            errors
+                .as_map()
+                .get("consents.purposes[0].enabled")
+                .map(String::as_str),
             Some("must be a boolean or null, not a string")
         );
     }

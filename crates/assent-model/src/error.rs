@@ -107,9 +107,7 @@ impl fmt::Display for DomainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DomainError::Invalid { message, .. } => f.write_str(message),
-            DomainError::NotFound(message) | DomainError::Conflict(message) => {
-                f.write_str(message)
-            }
+            DomainError::NotFound(message) | DomainError::Conflict(message) => f.write_str(message),
         }
     }
 }

@@ -167,13 +167,15 @@ impl EventInput {
     ) -> Option<EventInput> {
         let before = errors.len();
         let f = Fields::of(value, path, EVENT_FIELDS, errors)?;
-        let id = f.string("id", errors).and_then(|s| match EventId::parse(s) {
-            Ok(id) => Some(id),
-            Err(message) => {
-                errors.add(f.child("id"), message);
-                None
-            }
-        });
+        let id = f
+            .string("id", errors)
+            .and_then(|s| match EventId::parse(s) {
+                Ok(id) => Some(id),
+                Err(message) => {
+                    errors.add(f.child("id"), message);
+                    None
+                }
+            });
         if let Some(org) = f.string("organization_id", errors)
             && org != ctx.organization_id.as_str()
         {
@@ -182,8 +184,9 @@ impl EventInput {
                 "must equal the organization_id of the query",
             );
         }
-        let created_at = f.string("created_at", errors).and_then(|s| {
-            match Timestamp::parse(s) {
+        let created_at = f
+            .string("created_at", errors)
+            .and_then(|s| match Timestamp::parse(s) {
                 Ok(t) if t.millis() > ctx.now.millis() + MAX_FUTURE_SKEW_MS => {
                     errors.add(f.child("created_at"), "is in the future");
                     None
@@ -193,8 +196,7 @@ impl EventInput {
                     errors.add(f.child("created_at"), message);
                     None
                 }
-            }
-        });
+            });
         let status = f
             .string("status", errors)
             .map(|s| {
@@ -343,7 +345,13 @@ fn parse_user_ref(value: &Value, path: &str, errors: &mut FieldErrors) -> UserRe
     let Some(f) = Fields::of(
         value,
         path,
-        &["id", "organization_user_id", "metadata", "country", "last_seen_country"],
+        &[
+            "id",
+            "organization_user_id",
+            "metadata",
+            "country",
+            "last_seen_country",
+        ],
         errors,
     ) else {
         return UserRef::default();
@@ -359,7 +367,9 @@ fn parse_user_ref(value: &Value, path: &str, errors: &mut FieldErrors) -> UserRe
     };
     let user = UserRef {
         id: f.identifier("id", errors).map(str::to_owned),
-        organization_user_id: f.identifier("organization_user_id", errors).map(str::to_owned),
+        organization_user_id: f
+            .identifier("organization_user_id", errors)
+            .map(str::to_owned),
         metadata: f.metadata("metadata", errors),
         country: country("country", errors),
         last_seen_country: country("last_seen_country", errors),
@@ -427,7 +437,9 @@ impl EventPatch {
             .get("proofs_id")
             .filter(|v| !v.is_null())
             .map(|_| f.identifier_list("proofs_id", &mut errors));
-        if f.array("proofs", &mut errors).is_some_and(|p| !p.is_empty()) {
+        if f.array("proofs", &mut errors)
+            .is_some_and(|p| !p.is_empty())
+        {
             errors.add(
                 "proofs",
                 "uploading proofs inside an event is not supported by this server; \
@@ -616,7 +628,9 @@ mod tests {
     #[test]
     fn unknown_top_level_field_is_rejected() {
         let err = parse_batch(&json!({"consent": {}}), &ctx()).unwrap_err();
-        let DomainError::Invalid { errors, .. } = err else { panic!() };
+        let DomainError::Invalid { errors, .. } = err else {
+            panic!()
+        };
         assert!(errors.as_map().contains_key("consent"));
     }
 
@@ -626,7 +640,10 @@ mod tests {
         let DomainError::Invalid { errors, .. } = parse_batch(&body, &ctx()).unwrap_err() else {
             panic!()
         };
-        assert!(errors.as_map().contains_key("[1].user.country"), "{errors:?}");
+        assert!(
+            errors.as_map().contains_key("[1].user.country"),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -653,8 +670,11 @@ mod tests {
 
     #[test]
     fn null_and_absent_choices_are_the_same_content() {
-        let a = parse_batch(&json!({"consents": {"purposes": [{"id": "p", "enabled": null}]}}), &ctx())
-            .unwrap();
+        let a = parse_batch(
+            &json!({"consents": {"purposes": [{"id": "p", "enabled": null}]}}),
+            &ctx(),
+        )
+        .unwrap();
         let b = parse_batch(&json!({"consents": {"purposes": [{"id": "p"}]}}), &ctx()).unwrap();
         assert_eq!(a.events[0].body, b.events[0].body);
     }

@@ -164,7 +164,10 @@ fn check_root(field: &str, roots: &[&str]) -> Result<(), DomainError> {
         let names: Vec<&str> = roots.iter().map(|r| r.trim_end_matches('.')).collect();
         Err(DomainError::invalid_field(
             field,
-            format!("cannot be filtered on; filterable fields: {}", names.join(", ")),
+            format!(
+                "cannot be filtered on; filterable fields: {}",
+                names.join(", ")
+            ),
         ))
     }
 }
@@ -193,8 +196,7 @@ fn collect<'a>(value: &'a Value, path: &[String], out: &mut Vec<&'a Value>) {
 fn equals(value: &Value, q: &str) -> bool {
     match value {
         Value::String(s) => {
-            s == q
-                || matches!((Timestamp::parse(s), Timestamp::parse(q)), (Ok(a), Ok(b)) if a == b)
+            s == q || matches!((Timestamp::parse(s), Timestamp::parse(q)), (Ok(a), Ok(b)) if a == b)
         }
         Value::Number(n) => q.parse::<f64>().ok() == n.as_f64(),
         Value::Bool(b) => q == if *b { "true" } else { "false" },

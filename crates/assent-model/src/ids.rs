@@ -167,7 +167,12 @@ mod tests {
         assert!(lower.as_canonical_uuid().is_some());
         let upper = EventId::parse("9556B7F5-AE22-4616-97F9-3F61E22F0EC7").unwrap();
         assert!(upper.as_canonical_uuid().is_none());
-        assert!(EventId::parse("evt-1").unwrap().as_canonical_uuid().is_none());
+        assert!(
+            EventId::parse("evt-1")
+                .unwrap()
+                .as_canonical_uuid()
+                .is_none()
+        );
     }
 
     #[test]

@@ -134,7 +134,10 @@ impl<'a> Fields<'a> {
             if !self.allowed.contains(&key.as_str()) {
                 errors.add(
                     self.child(key),
-                    format!("is not a known field; expected one of: {}", self.allowed.join(", ")),
+                    format!(
+                        "is not a known field; expected one of: {}",
+                        self.allowed.join(", ")
+                    ),
                 );
             }
         }
@@ -187,7 +190,9 @@ impl<'a> Fields<'a> {
         match self.map.get(key)? {
             Value::Null => None,
             Value::Object(map) => {
-                let size = serde_json::to_vec(map).map(|v| v.len()).unwrap_or(usize::MAX);
+                let size = serde_json::to_vec(map)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
                 if size > MAX_METADATA_BYTES {
                     errors.add(
                         self.child(key),

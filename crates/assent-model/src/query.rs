@@ -11,7 +11,11 @@ use crate::user::UserSelector;
 pub type Pairs = [(String, String)];
 
 /// Parameters every route accepts and that are not filters.
-const COMMON: &[&str] = &["organization_id", "$disable_integrations", "$generate_tcfcs"];
+const COMMON: &[&str] = &[
+    "organization_id",
+    "$disable_integrations",
+    "$generate_tcfcs",
+];
 
 /// Fields of an event that can be filtered on.
 pub const EVENT_FILTER_ROOTS: &[&str] = &[
@@ -70,6 +74,19 @@ fn number(pairs: &Pairs, name: &str, default: usize, max: usize) -> Result<usize
             )),
         },
     }
+}
+
+/// One page of a list, as `GET` list routes answer it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// How many items match, over all pages.
+    pub total: usize,
+    /// The page size asked for.
+    pub limit: usize,
+    /// How many matching items come before this page.
+    pub skip: usize,
+    /// The items of this page.
+    pub data: Vec<T>,
 }
 
 /// Sort order of a list of events.
@@ -135,7 +152,10 @@ impl EventsQuery {
                     }
                 }
                 k if k.starts_with('$') => {
-                    return Err(DomainError::invalid_field(k, "is not a known query parameter"));
+                    return Err(DomainError::invalid_field(
+                        k,
+                        "is not a known query parameter",
+                    ));
                 }
                 _ => filters.push((k.clone(), v.clone())),
             }
@@ -143,7 +163,10 @@ impl EventsQuery {
         for (k, _) in flags_of(pairs) {
             flag(pairs, k)?;
         }
-        let user = match (single(pairs, "user_id"), single(pairs, "organization_user_id")) {
+        let user = match (
+            single(pairs, "user_id"),
+            single(pairs, "organization_user_id"),
+        ) {
             (Some(id), _) => UserSelector::parse(id, false)
                 .map_err(|_| DomainError::invalid_field("user_id", "is not a valid user id"))?,
             (None, Some(o)) => UserSelector::parse(o, true).map_err(|_| {
@@ -163,6 +186,40 @@ impl EventsQuery {
             skip: number(pairs, "$skip", 0, usize::MAX)?,
             sort,
         })
+    }
+}
+
+impl EventsQuery {
+    /// Selects, sorts and pages `events` (all events of the query's user).
+    pub fn page(
+        &self,
+        events: Vec<crate::event::ConsentEvent>,
+    ) -> Page<crate::event::ConsentEvent> {
+        let mut matching: Vec<crate::event::ConsentEvent> = events
+            .into_iter()
+            .filter(|e| serde_json::to_value(e.view()).is_ok_and(|doc| self.filter.matches(&doc)))
+            .collect();
+        matching.sort_by_key(|e| e.stamp());
+        if self.sort == SortOrder::Descending {
+            matching.reverse();
+        }
+        let total = matching.len();
+        let data = matching
+            .into_iter()
+            .skip(self.skip)
+            .take(self.limit)
+            .collect();
+        Page {
+            total,
+            limit: self.limit,
+            skip: self.skip,
+            data,
+        }
+    }
+
+    /// True when `event` meets the query's conditions.
+    pub fn selects(&self, event: &crate::event::ConsentEvent) -> bool {
+        serde_json::to_value(event.view()).is_ok_and(|doc| self.filter.matches(&doc))
     }
 }
 
@@ -195,7 +252,10 @@ impl UsersQuery {
                 k if COMMON.contains(&k) => {}
                 "$limit" | "$cursor" | "regulation" => {}
                 k if k.starts_with('$') || k.starts_with("regulation[") => {
-                    return Err(DomainError::invalid_field(k, "is not a known query parameter"));
+                    return Err(DomainError::invalid_field(
+                        k,
+                        "is not a known query parameter",
+                    ));
                 }
                 _ => filters.push((k.clone(), v.clone())),
             }
@@ -228,7 +288,10 @@ pub fn at(pairs: &Pairs) -> Result<Option<Timestamp>, DomainError> {
 pub fn only(pairs: &Pairs, allowed: &[&str]) -> Result<(), DomainError> {
     for (k, _) in pairs {
         if !COMMON.contains(&k.as_str()) && !allowed.contains(&k.as_str()) {
-            return Err(DomainError::invalid_field(k, "is not a known query parameter"));
+            return Err(DomainError::invalid_field(
+                k,
+                "is not a known query parameter",
+            ));
         }
     }
     for (k, _) in flags_of(pairs) {
@@ -243,14 +306,23 @@ mod tests {
     use serde_json::json;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn listing_defaults_to_confirmed_gdpr() {
-        let q = EventsQuery::for_list(&pairs(&[("organization_id", "o"), ("user_id", "u")])).unwrap();
-        assert!(q.filter.matches(&json!({"status": "confirmed", "regulation": "gdpr"})));
-        assert!(!q.filter.matches(&json!({"status": "pending_approval", "regulation": "gdpr"})));
+        let q =
+            EventsQuery::for_list(&pairs(&[("organization_id", "o"), ("user_id", "u")])).unwrap();
+        assert!(
+            q.filter
+                .matches(&json!({"status": "confirmed", "regulation": "gdpr"}))
+        );
+        assert!(
+            !q.filter
+                .matches(&json!({"status": "pending_approval", "regulation": "gdpr"}))
+        );
     }
 
     #[test]

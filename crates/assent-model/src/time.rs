@@ -32,9 +32,8 @@ impl Timestamp {
 
     /// Parses an RFC 3339 date-time with any offset; sub-millisecond digits are dropped.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let parsed = DateTime::parse_from_rfc3339(s).map_err(|_| {
-            "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z".to_owned()
-        })?;
+        let parsed = DateTime::parse_from_rfc3339(s)
+            .map_err(|_| "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z".to_owned())?;
         let ms = parsed.timestamp_millis();
         if !(MIN_MS..=MAX_MS).contains(&ms) {
             return Err("must be between 1970-01-01 and 9999-12-31".to_owned());
@@ -64,7 +63,10 @@ mod tests {
     fn parses_offsets_and_prints_utc_millis() {
         let t = Timestamp::parse("2020-06-03T23:28:55.123456+02:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2020-06-03T21:28:55.123Z");
-        assert_eq!(Timestamp::parse("2020-06-03T21:28:55Z").unwrap().millis(), 1_591_219_735_000);
+        assert_eq!(
+            Timestamp::parse("2020-06-03T21:28:55Z").unwrap().millis(),
+            1_591_219_735_000
+        );
     }
 
     #[test]

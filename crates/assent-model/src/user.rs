@@ -241,7 +241,10 @@ impl NewUser {
         if let Some(org) = f.string("organization_id", &mut errors)
             && org != organization_id.as_str()
         {
-            errors.add("organization_id", "must equal the organization_id of the query");
+            errors.add(
+                "organization_id",
+                "must equal the organization_id of the query",
+            );
         }
         let user = NewUser {
             id: f.identifier("id", &mut errors).map(str::to_owned),
@@ -358,13 +361,21 @@ mod tests {
 
     #[test]
     fn a_different_organization_user_id_is_a_conflict() {
-        let r = resolve(&user(Some("u"), Some("o2")), found(1, "u", Some("o1")), None);
+        let r = resolve(
+            &user(Some("u"), Some("o2")),
+            found(1, "u", Some("o1")),
+            None,
+        );
         assert!(matches!(r, Err(DomainError::Conflict(_))));
     }
 
     #[test]
     fn an_organization_user_id_of_another_user_is_a_conflict() {
-        let r = resolve(&user(Some("new"), Some("o")), None, found(2, "other", Some("o")));
+        let r = resolve(
+            &user(Some("new"), Some("o")),
+            None,
+            found(2, "other", Some("o")),
+        );
         assert!(matches!(r, Err(DomainError::Conflict(_))));
     }
 

@@ -21,7 +21,11 @@ fn id_from(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
 fn metadata() -> impl Strategy<Value = Option<Map<String, Value>>> {
     prop::option::of(prop::collection::btree_map(
         id_from(&["a", "b", "c"]),
-        prop_oneof![Just(Value::Null), (0..3i64).prop_map(|n| json!(n)), Just(json!("x"))],
+        prop_oneof![
+            Just(Value::Null),
+            (0..3i64).prop_map(|n| json!(n)),
+            Just(json!("x"))
+        ],
         0..3,
     ))
     .prop_map(|m| m.map(|m| m.into_iter().collect()))
@@ -56,26 +60,28 @@ fn purposes() -> impl Strategy<Value = Vec<PurposeChoice>> {
     );
     prop::collection::btree_map(id_from(&["news", "ads", "stats"]), purpose, 0..3).prop_map(|m| {
         m.into_iter()
-            .map(|(id, (enabled, enabled_li, metadata, values, prefs, channels))| PurposeChoice {
-                id,
-                enabled,
-                enabled_li,
-                metadata,
-                values: values
-                    .into_iter()
-                    .map(|(k, value)| (k, PreferenceValue { value }))
-                    .collect(),
-                preferences: prefs
-                    .into_iter()
-                    .map(|(id, (enabled, metadata, channels))| PreferenceChoice {
-                        id,
-                        enabled,
-                        metadata,
-                        channels,
-                    })
-                    .collect(),
-                channels,
-            })
+            .map(
+                |(id, (enabled, enabled_li, metadata, values, prefs, channels))| PurposeChoice {
+                    id,
+                    enabled,
+                    enabled_li,
+                    metadata,
+                    values: values
+                        .into_iter()
+                        .map(|(k, value)| (k, PreferenceValue { value }))
+                        .collect(),
+                    preferences: prefs
+                        .into_iter()
+                        .map(|(id, (enabled, metadata, channels))| PreferenceChoice {
+                            id,
+                            enabled,
+                            metadata,
+                            channels,
+                        })
+                        .collect(),
+                    channels,
+                },
+            )
             .collect()
     })
 }
@@ -112,23 +118,25 @@ fn event() -> impl Strategy<Value = (Regulation, EventBody, i64)> {
         prop::option::of(id_from(&["FR", "DE"])),
         0..6i64,
     )
-        .prop_map(|(reg, purposes, channels, vendors, tcfcs, user_md, country, at)| {
-            let body = EventBody {
-                user: UserRef {
-                    metadata: user_md,
-                    last_seen_country: country,
+        .prop_map(
+            |(reg, purposes, channels, vendors, tcfcs, user_md, country, at)| {
+                let body = EventBody {
+                    user: UserRef {
+                        metadata: user_md,
+                        last_seen_country: country,
+                        ..Default::default()
+                    },
+                    consents: Consents {
+                        purposes,
+                        channels,
+                        vendors,
+                        tcfcs,
+                    },
                     ..Default::default()
-                },
-                consents: Consents {
-                    purposes,
-                    channels,
-                    vendors,
-                    tcfcs,
-                },
-                ..Default::default()
-            };
-            (Regulation::parse(reg).unwrap(), body, at * 1000)
-        })
+                };
+                (Regulation::parse(reg).unwrap(), body, at * 1000)
+            },
+        )
 }
 
 /// Events with unique arrival numbers (their index) and colliding `created_at` values.
@@ -136,7 +144,16 @@ fn events() -> impl Strategy<Value = Vec<Ev>> {
     prop::collection::vec(event(), 0..12).prop_map(|evs| {
         evs.into_iter()
             .enumerate()
-            .map(|(i, (r, b, at))| (r, b, Stamp { at, seq: i as i64 + 1 }))
+            .map(|(i, (r, b, at))| {
+                (
+                    r,
+                    b,
+                    Stamp {
+                        at,
+                        seq: i as i64 + 1,
+                    },
+                )
+            })
             .collect()
     })
 }
@@ -163,7 +180,10 @@ fn put_channels(out: &mut Leaves, prefix: &str, channels: &[ChannelChoice]) {
 
 /// The naive fold: sort by stamp, let each event overwrite the leaves it mentions.
 fn oracle(events: &[Ev], regulation: &str) -> Leaves {
-    let mut sorted: Vec<&Ev> = events.iter().filter(|e| e.0.as_str() == regulation).collect();
+    let mut sorted: Vec<&Ev> = events
+        .iter()
+        .filter(|e| e.0.as_str() == regulation)
+        .collect();
     sorted.sort_by_key(|e| e.2);
     let mut out = Leaves::new();
     for (_, body, _) in sorted {
@@ -281,7 +301,10 @@ fn apply_all<'a>(events: impl IntoIterator<Item = &'a Ev>) -> UserState {
 }
 
 fn regs() -> [Regulation; 2] {
-    [Regulation::parse("gdpr").unwrap(), Regulation::parse("ccpa").unwrap()]
+    [
+        Regulation::parse("gdpr").unwrap(),
+        Regulation::parse("ccpa").unwrap(),
+    ]
 }
 
 proptest! {

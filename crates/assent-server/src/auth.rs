@@ -1,0 +1,132 @@
+//! Sessions: API keys are exchanged for short-lived signed tokens (JWT, HS256), and every
+//! `/v1` route checks the token and confines the call to its organization.
+
+use crate::AppState;
+use crate::error::ApiError;
+use assent_model::OrganizationId;
+use assent_store::ApiKey;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// How long a session token lives, in seconds.
+pub const SESSION_LIFETIME_SECS: u64 = 3600;
+
+/// The claims of a session token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The API key the session was opened with.
+    pub sub: String,
+    /// The organization the session acts for.
+    pub org: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+}
+
+/// Issues and checks session tokens with the store's signing key.
+pub struct Sessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Sessions {
+    /// Sessions signed with `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Sessions {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// A token for `key`, valid for [`SESSION_LIFETIME_SECS`].
+    pub fn issue(&self, key: &ApiKey) -> Result<String, ApiError> {
+        let now = now_secs();
+        let claims = Claims {
+            sub: key.id.clone(),
+            org: key.organization_id.to_string(),
+            iat: now,
+            exp: now + SESSION_LIFETIME_SECS,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// The claims of a valid, unexpired token.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::not_authenticated("the session token has expired; open a new session")
+                }
+                _ => ApiError::not_authenticated("the session token is not valid"),
+            })
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The caller of a `/v1` route: a valid session for the organization the query names.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// The organization the call is confined to.
+    pub org: OrganizationId,
+    /// The API key behind the session.
+    pub key_id: String,
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::not_authenticated("missing Authorization: Bearer <token>"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::not_authenticated("the Authorization header must be 'Bearer <token>'")
+            })?;
+        let claims = state.sessions.verify(token)?;
+        let asked = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "organization_id")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| ApiError::bad_field("organization_id", "is required"))?;
+        if asked != claims.org {
+            return Err(ApiError::forbidden(format!(
+                "this session is not allowed to act for organization '{}'",
+                assent_model::ids::check_identifier(&asked)
+                    .map(|()| asked.as_str())
+                    .unwrap_or("?")
+            )));
+        }
+        let org = OrganizationId::parse(&claims.org)
+            .map_err(|_| ApiError::not_authenticated("the session token is not valid"))?;
+        Ok(Tenant {
+            org,
+            key_id: claims.sub,
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! `/v1/consents/events`: record consent choices, list and change them.
+
+use super::{IdPath, OrganizationParam, WriteFlags, write_options};
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JsonBody, QueryPairs};
+use assent_model::consents::Consents;
+use assent_model::event::{
+    Delegate, EventPatch, EventStatus, EventView, ParseContext, UserRef, parse_batch,
+};
+use assent_model::query::{self, EventsQuery};
+use assent_model::user::UserSelector;
+use assent_model::{DomainError, EventId, Timestamp};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A consent event as a client sends it. Every field is optional; unknown fields are refused.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::event"
+)]
+pub struct EventIn {
+    /// Idempotency key; a UUIDv7 is made when absent.
+    id: Option<String>,
+    /// Must equal the query's organization_id when present.
+    organization_id: Option<String>,
+    /// When the choice was made (RFC 3339); may be in the past; defaults to now.
+    created_at: Option<String>,
+    /// `confirmed` (default) or `pending_approval`.
+    status: Option<EventStatus>,
+    /// Regulation, `[a-z0-9_-]{1,32}`; default `gdpr`.
+    regulation: Option<String>,
+    /// Free-form metadata of the event (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+    /// The user: `id`, `organization_user_id` or neither (a user is then created).
+    user: Option<UserRef>,
+    /// The choices.
+    consents: Option<Consents>,
+    /// Ids of stored proofs.
+    proofs_id: Option<Vec<String>>,
+    /// Who acts on the user's behalf.
+    delegate: Option<Delegate>,
+    /// TCF generation parameters.
+    #[schema(value_type = Option<Object>)]
+    iab: Option<serde_json::Value>,
+}
+
+/// One event, or a batch of 1 to 100 (all or nothing).
+#[derive(ToSchema)]
+pub enum EventsIn {
+    /// One event.
+    One(Box<EventIn>),
+    /// A batch.
+    Batch(Vec<EventIn>),
+}
+
+/// One event, or the events of a batch in input order.
+#[derive(ToSchema)]
+pub enum EventsOut {
+    /// The event.
+    One(Box<EventView>),
+    /// The events.
+    Batch(Vec<EventView>),
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    /// Events matching, over all pages.
+    pub total: usize,
+    /// Page size.
+    pub limit: usize,
+    /// Events skipped.
+    pub skip: usize,
+    /// This page.
+    pub data: Vec<EventView>,
+}
+
+/// The change a `PATCH` makes to an event.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::event"
+)]
+pub struct EventPatchIn {
+    /// New status, usually `confirmed`.
+    status: Option<EventStatus>,
+    /// New choices, replacing the event's.
+    consents: Option<Consents>,
+    /// New proof ids.
+    proofs_id: Option<Vec<String>>,
+    /// New delegate.
+    delegate: Option<Delegate>,
+}
+
+/// Query of list and delete: the user, filters and paging.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "documents query parameters; handlers read them as pairs"
+)]
+pub struct EventsParams {
+    /// The user's id (this or organization_user_id is required).
+    user_id: Option<String>,
+    /// The user's organization user id.
+    organization_user_id: Option<String>,
+    /// `confirmed` by default; accepts `status[$in]=...`.
+    status: Option<String>,
+    /// `gdpr` by default; accepts `regulation[$in]=...`.
+    regulation: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[param(rename = "$limit")]
+    limit: Option<usize>,
+    /// Events to skip.
+    #[param(rename = "$skip")]
+    skip: Option<usize>,
+    /// `1` oldest first (default), `-1` newest first.
+    #[param(rename = "$sort[created_at]")]
+    sort: Option<i32>,
+}
+
+fn event_id(raw: &str) -> Result<EventId, ApiError> {
+    EventId::parse(raw).map_err(|m| ApiError::bad_field("id", m))
+}
+
+/// Records one event or a batch.
+#[utoipa::path(
+    post,
+    path = "/v1/consents/events",
+    tag = "consents/events",
+    params(OrganizationParam, WriteFlags),
+    request_body = EventsIn,
+    responses(
+        (status = 200, description = "The stored event, or the batch in input order", body = EventsOut),
+        (status = 400, description = "Invalid event; nothing was written", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "Another organization", body = ErrorBody),
+        (status = 409, description = "An id already stored with different content", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    QueryPairs(q): QueryPairs,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    query::only(&q, &[])?;
+    let options = write_options(&q)?;
+    let ctx = ParseContext {
+        organization_id: tenant.org.clone(),
+        now: Timestamp::now(),
+    };
+    let batch = parse_batch(&body, &ctx)?;
+    let stored = state
+        .store
+        .append_events(&tenant.org, batch.events, options)
+        .await?;
+    let mut views: Vec<EventView> = stored.iter().map(|e| e.view()).collect();
+    Ok(if batch.is_array {
+        Json(views).into_response()
+    } else {
+        Json(
+            views
+                .pop()
+                .ok_or_else(|| ApiError::internal("no event stored"))?,
+        )
+        .into_response()
+    })
+}
+
+/// Lists the events of one user.
+#[utoipa::path(
+    get,
+    path = "/v1/consents/events",
+    tag = "consents/events",
+    params(OrganizationParam, EventsParams),
+    responses(
+        (status = 200, description = "A page of events", body = EventList),
+        (status = 400, description = "No user, or a bad filter", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<EventList>, ApiError> {
+    let query = EventsQuery::for_list(&q)?;
+    let page = state.store.list_events(&tenant.org, &query).await?;
+    Ok(Json(EventList {
+        total: page.total,
+        limit: page.limit,
+        skip: page.skip,
+        data: page.data.iter().map(|e| e.view()).collect(),
+    }))
+}
+
+/// Deletes the events of one user that match the filters, and recomputes the user.
+#[utoipa::path(
+    delete,
+    path = "/v1/consents/events",
+    tag = "consents/events",
+    params(OrganizationParam, EventsParams, WriteFlags),
+    responses(
+        (status = 204, description = "Deleted; the user is recomputed"),
+        (status = 400, description = "No user, no filter, or a bad filter", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_matching(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    QueryPairs(q): QueryPairs,
+) -> Result<StatusCode, ApiError> {
+    let options = write_options(&q)?;
+    let query = EventsQuery::for_delete(&q)?;
+    state
+        .store
+        .delete_events(&tenant.org, query, options)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The event `id`, checked against the optional `user_id` / `organization_user_id` of the
+/// query: an event of another user is "not found".
+async fn owned_event(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &EventId,
+    q: &[(String, String)],
+) -> Result<assent_model::ConsentEvent, ApiError> {
+    let event = state.store.get_event(&tenant.org, id).await?;
+    let mut owned = true;
+    for (k, v) in q {
+        match k.as_str() {
+            "user_id" => owned &= *v == event.user_id,
+            "organization_user_id" => {
+                let user = state
+                    .store
+                    .get_user(&tenant.org, &UserSelector::Id(event.user_id.clone()))
+                    .await?;
+                owned &= user.organization_user_id.as_deref() == Some(v.as_str());
+            }
+            _ => {}
+        }
+    }
+    if owned {
+        Ok(event)
+    } else {
+        Err(DomainError::NotFound(format!("event '{id}' not found")).into())
+    }
+}
+
+fn names_user(q: &[(String, String)]) -> bool {
+    q.iter()
+        .any(|(k, _)| k == "user_id" || k == "organization_user_id")
+}
+
+/// One event.
+#[utoipa::path(
+    get,
+    path = "/v1/consents/events/{id}",
+    tag = "consents/events",
+    params(("id" = String, Path, description = "Event id"), OrganizationParam),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        (status = 404, description = "No such event in the organization", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<EventView>, ApiError> {
+    query::only(&q, &["user_id", "organization_user_id"])?;
+    let id = event_id(&id)?;
+    Ok(Json(owned_event(&state, &tenant, &id, &q).await?.view()))
+}
+
+/// Changes an event (mostly `pending_approval` → `confirmed`); the user is recomputed.
+#[utoipa::path(
+    patch,
+    path = "/v1/consents/events/{id}",
+    tag = "consents/events",
+    params(("id" = String, Path, description = "Event id"), OrganizationParam, WriteFlags),
+    request_body = EventPatchIn,
+    responses(
+        (status = 200, description = "The changed event", body = EventView),
+        (status = 400, description = "Invalid change", body = ErrorBody),
+        (status = 404, description = "No such event", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+    JsonBody(body): JsonBody,
+) -> Result<Json<EventView>, ApiError> {
+    query::only(&q, &["user_id", "organization_user_id"])?;
+    let options = write_options(&q)?;
+    let id = event_id(&id)?;
+    let patch = EventPatch::parse(&body)?;
+    if names_user(&q) {
+        owned_event(&state, &tenant, &id, &q).await?;
+    }
+    let event = state
+        .store
+        .patch_event(&tenant.org, &id, patch, options)
+        .await?;
+    Ok(Json(event.view()))
+}
+
+/// Deletes one event; the user is recomputed.
+#[utoipa::path(
+    delete,
+    path = "/v1/consents/events/{id}",
+    tag = "consents/events",
+    params(("id" = String, Path, description = "Event id"), OrganizationParam, WriteFlags),
+    responses(
+        (status = 204, description = "Deleted; the user is recomputed"),
+        (status = 404, description = "No such event", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+) -> Result<StatusCode, ApiError> {
+    query::only(&q, &["user_id", "organization_user_id"])?;
+    let options = write_options(&q)?;
+    let id = event_id(&id)?;
+    if names_user(&q) {
+        owned_event(&state, &tenant, &id, &q).await?;
+    }
+    state.store.delete_event(&tenant.org, &id, options).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,197 @@
+//! Storage of Assent.
+//!
+//! [`Store`] is what the server needs from a database; [`sqlite::SqliteStore`] implements it on
+//! an embedded SQLite file. Every implementation keeps the same promises: a write returns only
+//! once it is durable, a batch is applied entirely or not at all, and no call ever reads or
+//! writes outside the organization it is given.
+
+pub mod sqlite;
+
+use assent_model::event::EventPatch;
+use assent_model::query::{EventsQuery, Page, UsersQuery};
+use assent_model::status::ConsentsView;
+use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
+use assent_model::{ConsentEvent, DomainError, EventId, EventInput, OrganizationId, Timestamp};
+use async_trait::async_trait;
+
+/// What can go wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request breaks a rule of the domain (400, 404 or 409).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store cannot serve now (overloaded, shutting down, database unreachable).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A fault of the store itself; the cause is for the log, not for the client.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// A "not found" domain error.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        StoreError::Domain(DomainError::NotFound(message.into()))
+    }
+
+    /// A "conflict" domain error.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        StoreError::Domain(DomainError::Conflict(message.into()))
+    }
+}
+
+/// Options of a write request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `$disable_integrations=true`: announce the change to no integration.
+    pub disable_integrations: bool,
+}
+
+/// An API key as stored: the secret itself is never kept, only its slow hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key's id.
+    pub id: String,
+    /// The organization the key acts for.
+    pub organization_id: OrganizationId,
+    /// The public key string, sent with the secret to open a session.
+    pub key: String,
+    /// A name to recognise the key by.
+    pub name: Option<String>,
+    /// A disabled key opens no new session.
+    pub enabled: bool,
+    /// The PHC string of the secret's hash.
+    pub secret_hash: String,
+    /// When the key was created.
+    pub created_at: Timestamp,
+    /// When the key last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One page of users and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsersPage {
+    /// The users of this page, in creation order.
+    pub data: Vec<UserRecord>,
+    /// The cursor of the next page, or `None` at the end.
+    pub cursor: Option<String>,
+}
+
+/// What the server needs from a database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the store is reachable and its schema is current.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Finishes the writes already accepted and stops taking new ones.
+    async fn shutdown(&self);
+
+    /// The secret that signs session tokens, made on first use and kept by the store.
+    async fn signing_key(&self) -> Result<Vec<u8>, StoreError>;
+
+    /// How many organizations exist (zero on a fresh store).
+    async fn organization_count(&self) -> Result<u64, StoreError>;
+
+    /// Stores a new API key, creating its organization if needed.
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError>;
+
+    /// Finds an API key by its public key string.
+    async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Appends events (one request: all or nothing) and folds them into their users.
+    /// Returns the stored events in input order; replays of stored ids return the stored event.
+    async fn append_events(
+        &self,
+        org: &OrganizationId,
+        events: Vec<EventInput>,
+        options: WriteOptions,
+    ) -> Result<Vec<ConsentEvent>, StoreError>;
+
+    /// One event by id.
+    async fn get_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+    ) -> Result<ConsentEvent, StoreError>;
+
+    /// The events of one user that match the query, paged.
+    async fn list_events(
+        &self,
+        org: &OrganizationId,
+        query: &EventsQuery,
+    ) -> Result<Page<ConsentEvent>, StoreError>;
+
+    /// Changes an event and recomputes its user.
+    async fn patch_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+        patch: EventPatch,
+        options: WriteOptions,
+    ) -> Result<ConsentEvent, StoreError>;
+
+    /// Deletes an event and recomputes its user.
+    async fn delete_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+        options: WriteOptions,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the events of one user that match the query and recomputes the user; returns
+    /// how many were deleted.
+    async fn delete_events(
+        &self,
+        org: &OrganizationId,
+        query: EventsQuery,
+        options: WriteOptions,
+    ) -> Result<u64, StoreError>;
+
+    /// Creates a user.
+    async fn create_user(
+        &self,
+        org: &OrganizationId,
+        user: NewUser,
+        options: WriteOptions,
+    ) -> Result<UserRecord, StoreError>;
+
+    /// One user.
+    async fn get_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+    ) -> Result<UserRecord, StoreError>;
+
+    /// One user and its status under `regulation` as it stood at instant `at`.
+    async fn get_user_at(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        regulation: &assent_model::Regulation,
+        at: Timestamp,
+    ) -> Result<(UserRecord, ConsentsView), StoreError>;
+
+    /// A page of users matching the query.
+    async fn list_users(
+        &self,
+        org: &OrganizationId,
+        query: &UsersQuery,
+    ) -> Result<UsersPage, StoreError>;
+
+    /// Changes a user's profile.
+    async fn patch_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        patch: UserPatch,
+        options: WriteOptions,
+    ) -> Result<UserRecord, StoreError>;
+
+    /// Erases a user with all its events; returns the user as it was.
+    async fn delete_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        options: WriteOptions,
+    ) -> Result<UserRecord, StoreError>;
+}

@@ -1,0 +1,641 @@
+//! The embedded SQLite store: one file in a data directory, one writer thread with group
+//! commit, a pool of read connections.
+
+mod codec;
+mod read;
+mod schema;
+mod shared;
+mod writer;
+
+pub use schema::SCHEMA_VERSION;
+pub use writer::WriterConfig;
+
+use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions};
+use assent_model::event::EventPatch;
+use assent_model::query::{EventsQuery, Page, UsersQuery};
+use assent_model::status::{ConsentsView, status_at};
+use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
+use assent_model::{
+    ConsentEvent, DomainError, EventId, EventInput, EventStatus, OrganizationId, Regulation,
+    Timestamp,
+};
+use async_trait::async_trait;
+use read::db;
+use rusqlite::{Connection, OpenFlags};
+use shared::Shared;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread::JoinHandle;
+use tokio::sync::{Semaphore, oneshot};
+use writer::{Command, Job, Reply, Writer};
+
+/// Name of the database file inside the data directory.
+pub const DATABASE_FILE: &str = "assent.db";
+/// Name of the file holding the key that signs session tokens.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+/// Name of the lock file that keeps two servers off one data directory.
+const LOCK_FILE: &str = "assent.lock";
+/// Most write requests waiting for the writer.
+const QUEUE_BOUND: usize = 4096;
+/// Most idle read connections kept open.
+const MAX_IDLE_READERS: usize = 16;
+
+/// How to open a SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Page cache of the writer connection, in MiB.
+    pub writer_cache_mib: u32,
+    /// Page cache of each read connection, in MiB.
+    pub reader_cache_mib: u32,
+    /// Tuning of the writer.
+    pub writer: WriterConfig,
+}
+
+impl SqliteConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            data_dir: data_dir.into(),
+            writer_cache_mib: 64,
+            reader_cache_mib: 8,
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+/// The embedded SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    db_path: PathBuf,
+    data_dir: PathBuf,
+    reader_cache_mib: u32,
+    shared: Arc<Shared>,
+    jobs: RwLock<Option<mpsc::Sender<Job>>>,
+    queue: Arc<Semaphore>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+fn open_connection(path: &Path, cache_mib: u32) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -{};",
+        u64::from(cache_mib) * 1024
+    ))
+    .map_err(db)?;
+    Ok(conn)
+}
+
+fn open_migrated(data_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+    })?;
+    let mut conn = open_connection(&data_dir.join(DATABASE_FILE), 8)?;
+    schema::migrate(&mut conn).map_err(StoreError::Unavailable)?;
+    Ok(conn)
+}
+
+/// Stores an API key (creating its organization if needed) straight into the database of
+/// `data_dir`, without a running server. Safe while a server runs on the same directory.
+pub fn create_api_key_offline(data_dir: &Path, key: &ApiKey) -> Result<(), StoreError> {
+    let mut conn = open_migrated(data_dir)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    tx.execute(
+        "INSERT INTO organizations (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+        rusqlite::params![key.organization_id.as_str(), key.created_at.millis()],
+    )
+    .map_err(db)?;
+    tx.execute(
+        "INSERT INTO api_keys (org_key, id, key, name, enabled, secret_hash, created_at, updated_at)
+         SELECT org_key, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM organizations WHERE id = ?1",
+        rusqlite::params![
+            key.organization_id.as_str(),
+            key.id,
+            key.key,
+            key.name,
+            key.enabled,
+            key.secret_hash,
+            key.created_at.millis(),
+            key.updated_at.millis()
+        ],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `config.data_dir`: takes the directory's lock,
+    /// migrates the schema, replays events not yet folded into their users, and starts the
+    /// writer thread.
+    pub fn open(config: SqliteConfig) -> Result<SqliteStore, StoreError> {
+        let data_dir = config.data_dir.clone();
+        let mut conn = open_migrated(&data_dir)?;
+        let lock = File::create(data_dir.join(LOCK_FILE)).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create the lock file in {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Unavailable(format!(
+                "another assent server is already using {}",
+                data_dir.display()
+            )));
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{};",
+            u64::from(config.writer_cache_mib) * 1024
+        ))
+        .map_err(db)?;
+        schema::migrate(&mut conn).map_err(StoreError::Unavailable)?;
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer::new(conn, shared.clone(), config.writer.clone())?;
+        let replayed = writer.replay()?;
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                "folded events written before the last stop into their users"
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("assent-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore {
+            db_path: data_dir.join(DATABASE_FILE),
+            data_dir,
+            reader_cache_mib: config.reader_cache_mib,
+            shared,
+            jobs: RwLock::new(Some(tx)),
+            queue: Arc::new(Semaphore::new(QUEUE_BOUND)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            writer: Mutex::new(Some(handle)),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    async fn submit(&self, command: Command) -> Result<Reply, StoreError> {
+        let permit = self
+            .queue
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        let (reply, answer) = oneshot::channel();
+        {
+            let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+            let sender = jobs
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the store is shutting down".into()))?;
+            sender
+                .send(Job {
+                    command,
+                    reply,
+                    _permit: permit,
+                })
+                .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("the writer dropped a request".into()))?
+    }
+
+    /// Runs `f` on a read connection, on a thread where blocking is fine.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Shared) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let shared = self.shared.clone();
+        let path = self.db_path.clone();
+        let cache = self.reader_cache_mib;
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                Some(conn) => conn,
+                None => {
+                    let conn = open_connection(&path, cache)?;
+                    conn.execute_batch("PRAGMA query_only = 1;").map_err(db)?;
+                    conn
+                }
+            };
+            let result = f(&conn, &shared);
+            let mut idle = readers.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+fn unexpected(reply: Reply) -> StoreError {
+    StoreError::Internal(format!("unexpected writer reply {reply:?}"))
+}
+
+/// Finds a user and returns its current state, or the selector's "not found" error.
+fn current_user_of(
+    conn: &Connection,
+    shared: &Shared,
+    org: &OrganizationId,
+    user: &UserSelector,
+) -> Result<shared::UserEntry, StoreError> {
+    let org_key = read::org_key(conn, shared, org)?.ok_or_else(|| user.not_found())?;
+    let found = read::find_user(conn, org_key, user)?.ok_or_else(|| user.not_found())?;
+    read::current_user(conn, shared, org, found.key)?.ok_or_else(|| user.not_found().into())
+}
+
+/// Every event of a user; the overlay is read before the index so nothing falls in between.
+fn all_events_of(
+    conn: &Connection,
+    org: &OrganizationId,
+    entry: &shared::UserEntry,
+) -> Result<Vec<ConsentEvent>, StoreError> {
+    Ok(read::user_events(conn, org, entry, &entry.pending_seqs)?
+        .into_iter()
+        .map(|r| r.event)
+        .collect())
+}
+
+fn encode_cursor(key: i64) -> String {
+    format!("u{key}")
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
+    cursor
+        .strip_prefix('u')
+        .and_then(|k| k.parse::<i64>().ok())
+        .filter(|k| *k >= 0)
+        .ok_or_else(|| {
+            StoreError::Domain(DomainError::invalid_field(
+                "$cursor",
+                "is not a cursor returned by this API",
+            ))
+        })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    /// Stops taking writes, lets the writer finish the queue and flush, and waits for it.
+    async fn shutdown(&self) {
+        self.jobs.write().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        if self
+            .jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return Err(StoreError::Unavailable("the store is shutting down".into()));
+        }
+        self.read(|conn, _| {
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(db)?;
+            if version == SCHEMA_VERSION {
+                Ok(())
+            } else {
+                Err(StoreError::Unavailable(format!(
+                    "schema version {version}, expected {SCHEMA_VERSION}"
+                )))
+            }
+        })
+        .await
+    }
+
+    async fn signing_key(&self) -> Result<Vec<u8>, StoreError> {
+        let path = self.data_dir.join(SIGNING_KEY_FILE);
+        tokio::task::spawn_blocking(move || read_or_create_key(&path))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    async fn organization_count(&self) -> Result<u64, StoreError> {
+        self.read(|conn, _| {
+            conn.query_row("SELECT count(*) FROM organizations", [], |r| r.get(0))
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError> {
+        match self.submit(Command::CreateApiKey(key)).await? {
+            Reply::ApiKey(k) => Ok(k),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |conn, _| read::api_key(conn, &key)).await
+    }
+
+    async fn append_events(
+        &self,
+        org: &OrganizationId,
+        events: Vec<EventInput>,
+        _options: WriteOptions,
+    ) -> Result<Vec<ConsentEvent>, StoreError> {
+        match self
+            .submit(Command::Append {
+                org: org.clone(),
+                events,
+            })
+            .await?
+        {
+            Reply::Events(events) => Ok(events),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+    ) -> Result<ConsentEvent, StoreError> {
+        let (org, id) = (org.clone(), id.clone());
+        self.read(move |conn, shared| {
+            let not_found = || StoreError::not_found(format!("event '{id}' not found"));
+            let org_key = read::org_key(conn, shared, &org)?.ok_or_else(not_found)?;
+            read::event_by_id(conn, &org, org_key, &id)?
+                .map(|r| r.event)
+                .ok_or_else(not_found)
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        org: &OrganizationId,
+        query: &EventsQuery,
+    ) -> Result<Page<ConsentEvent>, StoreError> {
+        let (org, query) = (org.clone(), query.clone());
+        self.read(move |conn, shared| {
+            let entry = current_user_of(conn, shared, &org, &query.user)?;
+            Ok(query.page(all_events_of(conn, &org, &entry)?))
+        })
+        .await
+    }
+
+    async fn patch_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+        patch: EventPatch,
+        _options: WriteOptions,
+    ) -> Result<ConsentEvent, StoreError> {
+        match self
+            .submit(Command::PatchEvent {
+                org: org.clone(),
+                id: id.clone(),
+                patch,
+            })
+            .await?
+        {
+            Reply::Event(e) => Ok(*e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+        _options: WriteOptions,
+    ) -> Result<(), StoreError> {
+        match self
+            .submit(Command::DeleteEvent {
+                org: org.clone(),
+                id: id.clone(),
+            })
+            .await?
+        {
+            Reply::Deleted(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_events(
+        &self,
+        org: &OrganizationId,
+        query: EventsQuery,
+        _options: WriteOptions,
+    ) -> Result<u64, StoreError> {
+        match self
+            .submit(Command::DeleteEvents {
+                org: org.clone(),
+                query,
+            })
+            .await?
+        {
+            Reply::Deleted(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn create_user(
+        &self,
+        org: &OrganizationId,
+        user: NewUser,
+        _options: WriteOptions,
+    ) -> Result<UserRecord, StoreError> {
+        match self
+            .submit(Command::CreateUser {
+                org: org.clone(),
+                user,
+            })
+            .await?
+        {
+            Reply::User(u) => Ok(*u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+    ) -> Result<UserRecord, StoreError> {
+        let (org, user) = (org.clone(), user.clone());
+        self.read(move |conn, shared| Ok(current_user_of(conn, shared, &org, &user)?.record))
+            .await
+    }
+
+    async fn get_user_at(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        regulation: &Regulation,
+        at: Timestamp,
+    ) -> Result<(UserRecord, ConsentsView), StoreError> {
+        let (org, user, regulation) = (org.clone(), user.clone(), regulation.clone());
+        self.read(move |conn, shared| {
+            let entry = current_user_of(conn, shared, &org, &user)?;
+            let events = all_events_of(conn, &org, &entry)?;
+            let view = status_at(
+                events
+                    .iter()
+                    .filter(|e| e.status == EventStatus::Confirmed)
+                    .map(|e| (&e.regulation, &e.body, e.stamp())),
+                &regulation,
+                at.millis(),
+            );
+            Ok((entry.record, view))
+        })
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        org: &OrganizationId,
+        query: &UsersQuery,
+    ) -> Result<UsersPage, StoreError> {
+        let (org, query) = (org.clone(), query.clone());
+        let mut after = match &query.cursor {
+            Some(c) => decode_cursor(c)?,
+            None => 0,
+        };
+        self.read(move |conn, shared| {
+            let Some(org_key) = read::org_key(conn, shared, &org)? else {
+                return Ok(UsersPage {
+                    data: Vec::new(),
+                    cursor: None,
+                });
+            };
+            let mut data = Vec::new();
+            loop {
+                let batch = read::user_rows_after(conn, &org, org_key, after, 500)?;
+                let exhausted = batch.len() < 500;
+                for row in batch {
+                    after = row.key;
+                    let entry = match shared.overlay.get(row.key) {
+                        Some(fresh) => (*fresh).clone(),
+                        None => row,
+                    };
+                    let doc = serde_json::to_value(entry.record.view(&query.regulation))
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    if query.filter.matches(&doc) {
+                        data.push(entry.record);
+                        if data.len() == query.limit {
+                            let more =
+                                !read::user_rows_after(conn, &org, org_key, after, 1)?.is_empty();
+                            return Ok(UsersPage {
+                                data,
+                                cursor: more.then(|| encode_cursor(after)),
+                            });
+                        }
+                    }
+                }
+                if exhausted {
+                    return Ok(UsersPage { data, cursor: None });
+                }
+            }
+        })
+        .await
+    }
+
+    async fn patch_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        patch: UserPatch,
+        _options: WriteOptions,
+    ) -> Result<UserRecord, StoreError> {
+        match self
+            .submit(Command::PatchUser {
+                org: org.clone(),
+                user: user.clone(),
+                patch,
+            })
+            .await?
+        {
+            Reply::User(u) => Ok(*u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        _options: WriteOptions,
+    ) -> Result<UserRecord, StoreError> {
+        match self
+            .submit(Command::DeleteUser {
+                org: org.clone(),
+                user: user.clone(),
+            })
+            .await?
+        {
+            Reply::User(u) => Ok(*u),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Reads the signing key at `path`, or makes a random one and writes it there (readable by
+/// the owner only).
+fn read_or_create_key(path: &Path) -> Result<Vec<u8>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
+        Ok(_) => {
+            return Err(StoreError::Internal(format!(
+                "{} is shorter than 32 bytes; remove it to make a new key",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    let key: [u8; 32] = rand::random();
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(&key)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write()
+        .map_err(|e| StoreError::Unavailable(format!("cannot write {}: {e}", path.display())))?;
+    Ok(key.to_vec())
+}

@@ -1,0 +1,278 @@
+//! Queries shared by the writer and the readers.
+
+use super::codec::{StoredId, json_error, read_id, seq_time, status_of};
+use super::shared::{Shared, UserEntry};
+use crate::{ApiKey, StoreError};
+use assent_model::user::{Found, UserRecord, UserSelector};
+use assent_model::{ConsentEvent, EventId, OrganizationId, Regulation, Timestamp, UserState};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::BTreeSet;
+
+/// Turns an SQLite failure into a store failure; busy and locked databases are "unavailable".
+pub fn db(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// The key of an organization, from the cache or the database.
+pub fn org_key(
+    conn: &Connection,
+    shared: &Shared,
+    org: &OrganizationId,
+) -> Result<Option<i64>, StoreError> {
+    if let Some(key) = shared.orgs.get(org) {
+        return Ok(Some(key));
+    }
+    let key: Option<i64> = conn
+        .prepare_cached("SELECT org_key FROM organizations WHERE id = ?1")
+        .and_then(|mut s| s.query_row([org.as_str()], |r| r.get(0)).optional())
+        .map_err(db)?;
+    if let Some(key) = key {
+        shared.orgs.insert(org, key);
+    }
+    Ok(key)
+}
+
+/// Finds a user's key, id and organization user id.
+pub fn find_user(
+    conn: &Connection,
+    org_key: i64,
+    user: &UserSelector,
+) -> Result<Option<Found<i64>>, StoreError> {
+    let (sql, value) = match user {
+        UserSelector::Id(id) => (
+            "SELECT user_key, id, organization_user_id FROM users WHERE org_key = ?1 AND id = ?2",
+            id,
+        ),
+        UserSelector::OrganizationUserId(o) => (
+            "SELECT user_key, id, organization_user_id FROM users
+             WHERE org_key = ?1 AND organization_user_id = ?2",
+            o,
+        ),
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_row(params![org_key, value], |r| {
+                Ok(Found {
+                    key: r.get(0)?,
+                    id: r.get(1)?,
+                    organization_user_id: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(db)
+}
+
+const USER_COLUMNS: &str =
+    "user_key, org_key, id, organization_user_id, version, created_at, updated_at, state";
+
+fn user_from_row(row: &Row<'_>, org: &OrganizationId) -> rusqlite::Result<UserEntry> {
+    let state: UserState =
+        serde_json::from_slice(row.get_ref(7)?.as_blob()?).map_err(|e| json_error(7, e))?;
+    Ok(UserEntry {
+        key: row.get(0)?,
+        org_key: row.get(1)?,
+        record: UserRecord {
+            id: row.get(2)?,
+            organization_id: org.clone(),
+            organization_user_id: row.get(3)?,
+            version: row.get(4)?,
+            created_at: Timestamp::from_millis(row.get(5)?),
+            updated_at: Timestamp::from_millis(row.get(6)?),
+            state,
+        },
+        pending_seqs: Vec::new(),
+    })
+}
+
+/// The user row of `key`, as last flushed.
+pub fn user_row(
+    conn: &Connection,
+    org: &OrganizationId,
+    key: i64,
+) -> Result<Option<UserEntry>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE user_key = ?1"
+    ))
+    .and_then(|mut s| s.query_row([key], |r| user_from_row(r, org)).optional())
+    .map_err(db)
+}
+
+/// The current user of `key`: from the overlay when its row is stale, else from its row.
+pub fn current_user(
+    conn: &Connection,
+    shared: &Shared,
+    org: &OrganizationId,
+    key: i64,
+) -> Result<Option<UserEntry>, StoreError> {
+    match shared.overlay.get(key) {
+        Some(entry) => Ok(Some((*entry).clone())),
+        None => user_row(conn, org, key),
+    }
+}
+
+/// A page of user rows of an organization after `after_key`, in key order.
+pub fn user_rows_after(
+    conn: &Connection,
+    org: &OrganizationId,
+    org_key: i64,
+    after_key: i64,
+    limit: usize,
+) -> Result<Vec<UserEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE org_key = ?1 AND user_key > ?2
+             ORDER BY user_key LIMIT ?3"
+        ))
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![org_key, after_key, limit as i64], |r| {
+            user_from_row(r, org)
+        })
+        .map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
+}
+
+const EVENT_COLUMNS: &str =
+    "e.seq, e.user_key, e.id, e.created_at, e.updated_at, e.status, e.regulation, e.body";
+
+/// An event row and the key of its user.
+pub struct EventRow {
+    /// The event.
+    pub event: ConsentEvent,
+    /// Its user's key.
+    pub user_key: i64,
+}
+
+fn event_from_row(
+    row: &Row<'_>,
+    org: &OrganizationId,
+    user_id: Option<&str>,
+) -> rusqlite::Result<EventRow> {
+    let seq: i64 = row.get(0)?;
+    let updated_at: Option<i64> = row.get(4)?;
+    let regulation: String = row.get(6)?;
+    let body = serde_json::from_slice(row.get_ref(7)?.as_blob()?).map_err(|e| json_error(7, e))?;
+    let user_id = match user_id {
+        Some(id) => id.to_owned(),
+        None => row.get(8)?,
+    };
+    Ok(EventRow {
+        user_key: row.get(1)?,
+        event: ConsentEvent {
+            id: read_id(row, 2)?,
+            organization_id: org.clone(),
+            user_id,
+            created_at: Timestamp::from_millis(row.get(3)?),
+            updated_at: updated_at.map_or_else(|| seq_time(seq), Timestamp::from_millis),
+            status: status_of(row.get(5)?),
+            regulation: Regulation::parse(&regulation).unwrap_or_default(),
+            seq,
+            body,
+        },
+    })
+}
+
+/// One event of an organization by id.
+pub fn event_by_id(
+    conn: &Connection,
+    org: &OrganizationId,
+    org_key: i64,
+    id: &EventId,
+) -> Result<Option<EventRow>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS}, u.id FROM events e JOIN users u ON u.user_key = e.user_key
+         WHERE e.org_key = ?1 AND e.id = ?2"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![org_key, StoredId::of(id)], |r| {
+            event_from_row(r, org, None)
+        })
+        .optional()
+    })
+    .map_err(db)
+}
+
+/// Every event of a user: those indexed by the last flush plus `pending` ones, in arrival order.
+pub fn user_events(
+    conn: &Connection,
+    org: &OrganizationId,
+    user: &UserEntry,
+    pending: &[i64],
+) -> Result<Vec<EventRow>, StoreError> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM user_events ue JOIN events e ON e.seq = ue.seq
+             WHERE ue.org_key = ?1 AND ue.user_key = ?2"
+        ))
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![user.org_key, user.key], |r| {
+            event_from_row(r, org, Some(&user.record.id))
+        })
+        .map_err(db)?;
+    for row in rows {
+        let row = row.map_err(db)?;
+        seen.insert(row.event.seq);
+        out.push(row);
+    }
+    let mut one = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq = ?1 AND e.user_key = ?2"
+        ))
+        .map_err(db)?;
+    for seq in pending {
+        if seen.contains(seq) {
+            continue;
+        }
+        if let Some(row) = one
+            .query_row(params![seq, user.key], |r| {
+                event_from_row(r, org, Some(&user.record.id))
+            })
+            .optional()
+            .map_err(db)?
+        {
+            out.push(row);
+        }
+    }
+    out.sort_by_key(|r| r.event.seq);
+    Ok(out)
+}
+
+/// An API key by its public key string.
+pub fn api_key(conn: &Connection, key: &str) -> Result<Option<ApiKey>, StoreError> {
+    conn.prepare_cached(
+        "SELECT k.id, o.id, k.key, k.name, k.enabled, k.secret_hash, k.created_at, k.updated_at
+         FROM api_keys k JOIN organizations o ON o.org_key = k.org_key WHERE k.key = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([key], |r| {
+            let org: String = r.get(1)?;
+            Ok(ApiKey {
+                id: r.get(0)?,
+                organization_id: OrganizationId::parse(&org).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?,
+                key: r.get(2)?,
+                name: r.get(3)?,
+                enabled: r.get(4)?,
+                secret_hash: r.get(5)?,
+                created_at: Timestamp::from_millis(r.get(6)?),
+                updated_at: Timestamp::from_millis(r.get(7)?),
+            })
+        })
+        .optional()
+    })
+    .map_err(db)
+}

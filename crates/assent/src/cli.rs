@@ -1,0 +1,73 @@
+//! Command-line interface.
+
+use crate::serve::ServeArgs;
+use assent_model::OrganizationId;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Assent: consent and preference management compatible with the Didomi Consents API.
+#[derive(Debug, Parser)]
+#[command(name = "assent", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `assent keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key (and its organization if needed); prints it as JSON with its secret,
+    /// which is shown only this once.
+    Create(KeysCreateArgs),
+}
+
+/// Arguments of `assent keys create`.
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    /// The organization the key acts for; created if it does not exist.
+    #[arg(long)]
+    pub organization: String,
+    /// A name to recognise the key by.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The data directory of the store.
+    #[arg(long, env = "ASSENT_DATA_DIR", default_value = "assent-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Runs `assent keys create`: returns the JSON line to print.
+pub fn create_key(args: &KeysCreateArgs) -> Result<String, String> {
+    let org =
+        OrganizationId::parse(&args.organization).map_err(|e| format!("--organization {e}"))?;
+    if let Some(name) = &args.name
+        && let Err(e) = assent_model::ids::check_identifier(name)
+    {
+        return Err(format!("--name {e}"));
+    }
+    let issued = assent_server::keys::issue(org, args.name.clone());
+    assent_store::sqlite::create_api_key_offline(&args.data_dir, &issued.record)
+        .map_err(|e| format!("cannot store the key in {}: {e}", args.data_dir.display()))?;
+    Ok(key_json(&issued))
+}
+
+/// The one-line JSON that shows a new key and its secret.
+pub fn key_json(issued: &assent_server::keys::IssuedKey) -> String {
+    serde_json::json!({
+        "organization_id": issued.record.organization_id.as_str(),
+        "id": issued.record.id,
+        "key": issued.record.key,
+        "secret": issued.secret,
+    })
+    .to_string()
+}

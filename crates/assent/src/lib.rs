@@ -1,0 +1,7 @@
+//! The `assent` command: wires configuration, store and server together.
+
+pub mod cli;
+pub mod serve;
+
+pub use cli::{Cli, Command};
+pub use serve::{RunningServer, ServeArgs};

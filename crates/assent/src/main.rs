@@ -1,0 +1,72 @@
+//! The `assent` binary: parses the command line and runs it.
+
+use assent::cli::{Cli, Command, KeysCommand, create_key, key_json};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASSENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Keys(KeysCommand::Create(args)) => {
+            create_key(&args).map(|line| println!("{line}"))
+        }
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("assent: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: assent::ServeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let server = assent::serve::start(args).await?;
+        if let Some(key) = &server.bootstrap_key {
+            println!(
+                "Created organization 'default' and its first API key. \
+                 Keep the secret: it is shown only this once."
+            );
+            println!("{}", key_json(key));
+        }
+        println!("Assent listening on http://{}", server.addr);
+        let (_, stop, task) = server.into_parts();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests under way and pending writes");
+            let _ = stop.send(());
+        });
+        task.await
+            .map_err(|e| format!("the server task failed: {e}"))?
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

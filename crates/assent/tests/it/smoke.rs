@@ -1,0 +1,18 @@
+//! The shortest path a newcomer takes: a key, a session, an event, the user's status.
+
+use crate::common::{TestServer, purpose_enabled};
+use serde_json::json;
+
+#[tokio::test]
+async fn an_event_sets_the_users_status() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    api.event(json!({
+        "user": {"organization_user_id": "alice@example.com"},
+        "consents": {"purposes": [{"id": "newsletter", "enabled": true}]}
+    }))
+    .await;
+    let user = api.user_by_ouid("alice@example.com").await;
+    assert_eq!(purpose_enabled(&user, "newsletter"), Some(true));
+    server.stop().await;
+}
