@@ -185,9 +185,8 @@ pub async fn create(
     tag = "consents/events",
     params(OrganizationParam, EventsParams),
     responses(
-        (status = 200, description = "A page of events", body = EventList),
+        (status = 200, description = "A page of events (empty for an unknown user)", body = EventList),
         (status = 400, description = "No user, or a bad filter", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -213,9 +212,8 @@ pub async fn list(
     tag = "consents/events",
     params(OrganizationParam, EventsParams, WriteFlags),
     responses(
-        (status = 204, description = "Deleted; the user is recomputed"),
+        (status = 204, description = "Deleted (or nothing matched); the user is recomputed"),
         (status = 400, description = "No user, no filter, or a bad filter", body = ErrorBody),
-        (status = 404, description = "Unknown user", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

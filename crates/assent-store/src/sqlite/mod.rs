@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one file in a data directory, one writer thread with group
 //! commit, a pool of read connections.
 
+mod cache;
 mod codec;
 mod read;
 mod schema;
@@ -402,8 +403,12 @@ impl Store for SqliteStore {
     ) -> Result<Page<ConsentEvent>, StoreError> {
         let (org, query) = (org.clone(), query.clone());
         self.read(move |conn, shared| {
-            let entry = current_user_of(conn, shared, &org, &query.user)?;
-            Ok(query.page(all_events_of(conn, &org, &entry)?))
+            // A user with no events is a user that does not exist yet: an empty page.
+            match current_user_of(conn, shared, &org, &query.user) {
+                Ok(entry) => Ok(query.page(all_events_of(conn, &org, &entry)?)),
+                Err(StoreError::Domain(DomainError::NotFound(_))) => Ok(query.page(Vec::new())),
+                Err(e) => Err(e),
+            }
         })
         .await
     }

@@ -12,6 +12,7 @@
 //! `meta.flushed_seq` again (merging is idempotent). Changes that cannot be replayed from the
 //! log (a deletion, a patch, a direct user edit) write their user's row at once.
 
+use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
 use super::read::{self, db};
 use super::shared::{Shared, UserEntry};
@@ -165,6 +166,10 @@ struct Cmd {
     write_through: HashSet<i64>,
     deleted: Vec<i64>,
     appended: usize,
+    /// Identities learned or changed, remembered once the command succeeds.
+    learned: Vec<(i64, Identity)>,
+    /// Identities that stop being true once the command succeeds.
+    forgotten: Vec<(i64, String, Option<String>)>,
 }
 
 impl Cmd {
@@ -179,7 +184,7 @@ pub struct Writer {
     shared: Arc<Shared>,
     config: WriterConfig,
     last_seq: i64,
-    dirty: HashMap<i64, Arc<UserEntry>>,
+    cache: UserCache,
     pending_events: usize,
 }
 
@@ -205,7 +210,7 @@ impl Writer {
             shared,
             config,
             last_seq: max_seq.unwrap_or(0).max(flushed),
-            dirty: HashMap::new(),
+            cache: UserCache::default(),
             pending_events: 0,
         })
     }
@@ -269,7 +274,9 @@ impl Writer {
             }
         }
         self.pending_events = count;
-        self.dirty = users.into_iter().map(|(k, e)| (k, Arc::new(e))).collect();
+        for entry in users.into_values() {
+            self.cache.store(Arc::new(entry));
+        }
         self.flush()?;
         Ok(count)
     }
@@ -277,7 +284,7 @@ impl Writer {
     /// Serves the queue until every sender is gone, then flushes.
     pub fn run(mut self, jobs: Receiver<Job>) {
         loop {
-            let first = if self.pending_events > 0 || !self.dirty.is_empty() {
+            let first = if self.pending_events > 0 || self.cache.dirty_count() > 0 {
                 match jobs.recv_timeout(self.config.idle_flush) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
@@ -305,7 +312,7 @@ impl Writer {
             }
             self.run_group(group);
             if self.pending_events >= self.config.flush_events
-                || self.dirty.len() >= self.config.flush_users
+                || self.cache.dirty_count() >= self.config.flush_users
             {
                 self.flush_logged();
             }
@@ -321,7 +328,7 @@ impl Writer {
 
     /// Writes every unflushed user and index entry in one transaction.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.dirty.is_empty() && self.pending_events == 0 {
+        if self.cache.dirty_count() == 0 && self.pending_events == 0 {
             return Ok(());
         }
         let tx = self
@@ -329,7 +336,7 @@ impl Writer {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db)?;
         let mut index: Vec<(i64, i64, i64)> = Vec::with_capacity(self.pending_events);
-        for entry in self.dirty.values() {
+        for entry in self.cache.dirty() {
             write_user_row(&tx, entry)?;
             index.extend(
                 entry
@@ -339,27 +346,18 @@ impl Writer {
             );
         }
         index.sort_unstable();
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO user_events (org_key, user_key, seq) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(db)?;
-            for (org_key, user_key, seq) in index {
-                insert
-                    .execute(params![org_key, user_key, seq])
-                    .map_err(db)?;
-            }
-        }
+        write_index(&tx, &index)?;
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'flushed_seq'",
             [self.last_seq],
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
-        self.dirty.clear();
-        self.pending_events = 0;
+        // Readers fall back to the rows, now current; then the cache drops its copies of the
+        // pending lists without cloning, since the overlay no longer shares them.
         self.shared.overlay.clear();
+        self.cache.all_flushed();
+        self.pending_events = 0;
         Ok(())
     }
 
@@ -380,13 +378,13 @@ impl Writer {
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 let mut published = Vec::with_capacity(group.users.len());
-                for (key, entry) in group.users {
+                for entry in group.users.into_values() {
                     let entry = Arc::new(entry);
-                    self.dirty.insert(key, entry.clone());
+                    self.cache.store(entry.clone());
                     published.push(entry);
                 }
                 for key in &group.deleted {
-                    self.dirty.remove(key);
+                    self.cache.remove(*key);
                 }
                 self.pending_events += group.appended;
                 self.shared.overlay.publish(published, &group.deleted);
@@ -400,6 +398,7 @@ impl Writer {
                 tracing::error!(error = %e, "commit failed; the whole group is refused");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.shared.orgs.clear();
+                self.cache.clear();
                 for job in jobs {
                     let _ = job.reply.send(Err(copy_error(&e)));
                 }
@@ -441,8 +440,16 @@ impl Writer {
             }
         }
         for key in &cmd.write_through {
-            if let Some(entry) = cmd.users.get(key) {
+            if let Some(entry) = cmd.users.get_mut(key) {
                 write_user_row(&self.conn, entry)?;
+                let index: Vec<(i64, i64, i64)> = entry
+                    .pending_seqs
+                    .iter()
+                    .map(|s| (entry.org_key, entry.key, *s))
+                    .collect();
+                write_index(&self.conn, &index)?;
+                self.pending_events = self.pending_events.saturating_sub(index.len());
+                entry.pending_seqs.clear();
             }
         }
         for key in cmd.deleted {
@@ -450,9 +457,35 @@ impl Writer {
             group.users.remove(&key);
             group.deleted.push(key);
         }
+        for (org_key, id, ouid) in cmd.forgotten {
+            self.cache.forget(org_key, &id, ouid.as_deref());
+        }
+        for (org_key, who) in cmd.learned {
+            self.cache.remember(org_key, who);
+        }
         group.users.extend(cmd.users);
         group.appended += cmd.appended;
         Ok(())
+    }
+
+    /// Finds a user by id or organization user id, from memory or from its row.
+    fn find(
+        &mut self,
+        cmd: &Cmd,
+        org_key: i64,
+        user: &UserSelector,
+    ) -> Result<Option<Identity>, StoreError> {
+        if let Some(who) = self.cache.find(org_key, user) {
+            return Ok(Some(who));
+        }
+        let found = read::find_user(&self.conn, org_key, user)?;
+        // A user this command touched may not be committed yet: remember it only at the end.
+        if let Some(who) = &found
+            && !cmd.users.contains_key(&who.key)
+        {
+            self.cache.remember(org_key, who.clone());
+        }
+        Ok(found)
     }
 
     fn execute(
@@ -480,8 +513,10 @@ impl Writer {
             }
             Command::DeleteEvents { org, query } => {
                 let org_key = self.org_key(org)?;
-                let found = read::find_user(&self.conn, org_key, &query.user)?
-                    .ok_or_else(|| query.user.not_found())?;
+                // A user that does not exist has no events to delete.
+                let Some(found) = self.find(cmd, org_key, &query.user)? else {
+                    return Ok(Reply::Deleted(0));
+                };
                 self.load(group, cmd, org, found.key)?;
                 let entry = cmd.entry(found.key).clone();
                 let doomed: Vec<i64> =
@@ -504,10 +539,16 @@ impl Writer {
                 .map(|u| Reply::User(Box::new(u))),
             Command::DeleteUser { org, user } => {
                 let org_key = self.org_key(org)?;
-                let found =
-                    read::find_user(&self.conn, org_key, user)?.ok_or_else(|| user.not_found())?;
+                let found = self
+                    .find(cmd, org_key, user)?
+                    .ok_or_else(|| user.not_found())?;
                 self.load(group, cmd, org, found.key)?;
                 let entry = cmd.entry(found.key).clone();
+                cmd.forgotten.push((
+                    org_key,
+                    entry.record.id.clone(),
+                    entry.record.organization_user_id.clone(),
+                ));
                 let events = read::user_events(&self.conn, org, &entry, &entry.pending_seqs)?;
                 let seqs: Vec<i64> = events.iter().map(|r| r.event.seq).collect();
                 self.delete_event_rows(cmd, org_key, found.key, &seqs)?;
@@ -574,7 +615,7 @@ impl Writer {
         }
         let entry = match group.users.get(&key) {
             Some(entry) => entry.clone(),
-            None => match self.dirty.get(&key) {
+            None => match self.cache.get(key) {
                 Some(entry) => (**entry).clone(),
                 None => read::user_row(&self.conn, org, key)?
                     .ok_or_else(|| StoreError::Internal(format!("user row {key} is missing")))?,
@@ -671,15 +712,11 @@ impl Writer {
     ) -> Result<i64, StoreError> {
         let user = &input.body.user;
         let by_id = match &user.id {
-            Some(id) => read::find_user(&self.conn, org_key, &UserSelector::Id(id.clone()))?,
+            Some(id) => self.find(cmd, org_key, &UserSelector::Id(id.clone()))?,
             None => None,
         };
         let by_ouid = match &user.organization_user_id {
-            Some(o) => read::find_user(
-                &self.conn,
-                org_key,
-                &UserSelector::OrganizationUserId(o.clone()),
-            )?,
+            Some(o) => self.find(cmd, org_key, &UserSelector::OrganizationUserId(o.clone()))?,
             None => None,
         };
         match resolve(user, by_id, by_ouid)? {
@@ -695,7 +732,14 @@ impl Writer {
                             params![o, key],
                         )
                         .map_err(db)?;
-                    cmd.entry(key).record.organization_user_id = Some(o);
+                    let record = &mut cmd.entry(key).record;
+                    record.organization_user_id = Some(o.clone());
+                    let who = Identity {
+                        key,
+                        id: record.id.clone(),
+                        organization_user_id: Some(o),
+                    };
+                    cmd.learned.push((org_key, who));
                     cmd.changed.insert(key);
                 }
                 Ok(key)
@@ -817,15 +861,15 @@ impl Writer {
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        if read::find_user(&self.conn, org_key, &UserSelector::Id(id.clone()))?.is_some() {
+        if self
+            .find(cmd, org_key, &UserSelector::Id(id.clone()))?
+            .is_some()
+        {
             return Err(StoreError::conflict(format!("user '{id}' already exists")));
         }
         if let Some(o) = &user.organization_user_id
-            && let Some(other) = read::find_user(
-                &self.conn,
-                org_key,
-                &UserSelector::OrganizationUserId(o.clone()),
-            )?
+            && let Some(other) =
+                self.find(cmd, org_key, &UserSelector::OrganizationUserId(o.clone()))?
         {
             return Err(StoreError::conflict(format!(
                 "organization_user_id '{o}' already belongs to user '{}'",
@@ -884,7 +928,9 @@ impl Writer {
         now: Timestamp,
     ) -> Result<UserRecord, StoreError> {
         let org_key = self.org_key(org)?;
-        let found = read::find_user(&self.conn, org_key, user)?.ok_or_else(|| user.not_found())?;
+        let found = self
+            .find(cmd, org_key, user)?
+            .ok_or_else(|| user.not_found())?;
         self.load(group, cmd, org, found.key)?;
         let current = cmd.entry(found.key).record.version;
         if let Some(v) = patch.version
@@ -898,11 +944,9 @@ impl Writer {
         if let Some(o) = &patch.organization_user_id
             && found.organization_user_id.as_deref() != Some(o)
         {
-            if let Some(other) = read::find_user(
-                &self.conn,
-                org_key,
-                &UserSelector::OrganizationUserId(o.clone()),
-            )? {
+            if let Some(other) =
+                self.find(cmd, org_key, &UserSelector::OrganizationUserId(o.clone()))?
+            {
                 return Err(StoreError::conflict(format!(
                     "organization_user_id '{o}' already belongs to user '{}'",
                     other.id
@@ -915,6 +959,19 @@ impl Writer {
                 )
                 .map_err(db)?;
             cmd.entry(found.key).record.organization_user_id = Some(o.clone());
+            cmd.forgotten.push((
+                org_key,
+                found.id.clone(),
+                found.organization_user_id.clone(),
+            ));
+            cmd.learned.push((
+                org_key,
+                Identity {
+                    key: found.key,
+                    id: found.id.clone(),
+                    organization_user_id: Some(o.clone()),
+                },
+            ));
         }
         let stamp = Stamp {
             at: now.millis(),
@@ -949,6 +1006,21 @@ fn insert_user(
     .and_then(|mut s| s.execute(params![org_key, id, organization_user_id, now.millis()]))
     .map_err(db)?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Inserts index entries `(org_key, user_key, seq)`, sorted for locality.
+fn write_index(conn: &Connection, entries: &[(i64, i64, i64)]) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO user_events (org_key, user_key, seq) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(db)?;
+    for (org_key, user_key, seq) in entries {
+        insert
+            .execute(params![org_key, user_key, seq])
+            .map_err(db)?;
+    }
+    Ok(())
 }
 
 fn write_user_row(conn: &Connection, entry: &UserEntry) -> Result<(), StoreError> {

@@ -35,7 +35,10 @@ impl TestServer {
         })
         .await
         .expect("server starts");
-        let key = server.bootstrap_key.clone().expect("a fresh store makes a key");
+        let key = server
+            .bootstrap_key
+            .clone()
+            .expect("a fresh store makes a key");
         TestServer {
             base: format!("http://{}", server.addr),
             org: key.record.organization_id.to_string(),
@@ -102,7 +105,9 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path_and_query}", self.base));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -112,7 +117,10 @@ impl TestServer {
         let res = req.send().await.expect("request sent");
         let status = res.status();
         let bytes = res.bytes().await.expect("body read");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -153,15 +161,26 @@ impl Api {
     }
 
     /// Sends a request; returns status and JSON body (`Null` if empty).
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(&body);
         }
         let res = req.send().await.expect("request sent");
         let status = res.status();
         let bytes = res.bytes().await.expect("body read");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// GET.
@@ -208,7 +227,9 @@ impl Api {
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -222,4 +243,170 @@ pub fn purpose_enabled(user: &Value, id: &str) -> Option<bool> {
         .find(|p| p["id"] == id)?
         .get("enabled")?
         .as_bool()
+}
+
+impl TestServer {
+    /// Stops the server and starts it again on the same data directory, keeping the bootstrap
+    /// key (a restart creates no new key).
+    pub async fn restart(self) -> TestServer {
+        let (key, secret, org) = (self.key.clone(), self.secret.clone(), self.org.clone());
+        let dir = self.stop().await;
+        let server = start(ServeArgs {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+        })
+        .await
+        .expect("server restarts");
+        assert!(
+            server.bootstrap_key.is_none(),
+            "a store that has an organization must not make a new bootstrap key"
+        );
+        TestServer {
+            base: format!("http://{}", server.addr),
+            org,
+            key,
+            secret,
+            dir,
+            http: reqwest::Client::new(),
+            server: Some(server),
+        }
+    }
+}
+
+impl Api {
+    /// Sends raw bytes with an optional `Content-Type`; returns status and JSON body.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+            .body(bytes);
+        if let Some(ct) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let bytes = res.bytes().await.expect("body read");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `GET /v1/consents/events?{query}`, asserted 200; returns the envelope.
+    pub async fn events(&self, query: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/consents/events?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "list events {query}: {body}");
+        body
+    }
+
+    /// The ids of the events listed by `GET /v1/consents/events?{query}`, in answer order.
+    pub async fn event_ids(&self, query: &str) -> Vec<String> {
+        ids_of(&self.events(query).await["data"])
+    }
+
+    /// `GET /v1/consents/users/{id}` (by user id), asserted 200.
+    pub async fn user(&self, id: &str) -> Value {
+        let (status, user) = self
+            .get(&format!("/v1/consents/users/{}", urlencode(id)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "user {id}: {user}");
+        user
+    }
+
+    /// The HTTP status of `GET /v1/consents/users/{id}` (by user id).
+    pub async fn user_status_code(&self, id: &str) -> StatusCode {
+        self.get(&format!("/v1/consents/users/{}", urlencode(id)))
+            .await
+            .0
+    }
+
+    /// The HTTP status of `GET /v1/consents/events/{id}`.
+    pub async fn event_status_code(&self, id: &str) -> StatusCode {
+        self.get(&format!("/v1/consents/events/{}", urlencode(id)))
+            .await
+            .0
+    }
+
+    /// Every user of the organization, following cursors.
+    pub async fn all_users(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/consents/users?$limit=1000&$cursor={}", urlencode(c)),
+                None => "/v1/consents/users?$limit=1000".to_owned(),
+            };
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "list users: {page}");
+            out.extend(page["data"].as_array().expect("data").iter().cloned());
+            match page["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// The `id` of each element of a JSON array.
+pub fn ids_of(items: &Value) -> Vec<String> {
+    items
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| e["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
+/// Asserts that a response is the API's error shape `{code, name, message, errors}` with the
+/// given status and name.
+#[track_caller]
+pub fn assert_error(status: StatusCode, body: &Value, code: u16, name: &str) {
+    assert_eq!(status.as_u16(), code, "status; body: {body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not a JSON object: {body}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["code", "errors", "message", "name"],
+        "shape of {body}"
+    );
+    assert_eq!(body["code"], code, "code of {body}");
+    assert_eq!(body["name"], name, "name of {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message of {body}"
+    );
+    assert!(body["errors"].is_object(), "errors of {body}");
+}
+
+/// Asserts a 400 `BadRequest` whose `errors` names `path`.
+#[track_caller]
+pub fn assert_bad_field(status: StatusCode, body: &Value, path: &str) {
+    assert_error(status, body, 400, "BadRequest");
+    assert!(
+        body["errors"].get(path).and_then(Value::as_str).is_some(),
+        "errors should name '{path}': {body}"
+    );
+}
+
+/// A purpose of a user's (or an event's) consents, if present.
+pub fn purpose<'a>(user: &'a Value, id: &str) -> Option<&'a Value> {
+    user["consents"]["purposes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == id)
+}
+
+/// A channel of a list of channels, if present.
+pub fn channel<'a>(channels: &'a Value, id: &str) -> Option<&'a Value> {
+    channels.as_array()?.iter().find(|c| c["id"] == id)
 }

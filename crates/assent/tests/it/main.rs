@@ -1,5 +1,20 @@
 //! End-to-end tests: each test starts the real server on 127.0.0.1:0 with a fresh data
 //! directory and talks to it over HTTP.
 
+mod auth;
+mod batches;
 mod common;
+mod concurrency;
+mod crash;
+mod errors;
+mod event_routes;
+mod events;
+mod filters;
+mod ops;
+mod process;
+mod ratelimits;
+mod resolution;
+mod sessions;
 mod smoke;
+mod status;
+mod users;

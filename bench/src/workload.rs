@@ -1,0 +1,324 @@
+//! The scenarios.
+
+use crate::http::{Conn, login};
+use crate::{IngestArgs, RawArgs, ReadArgs, Tally, Target, report, run_clients};
+use assent_model::event::{ParseContext, parse_batch};
+use assent_model::{OrganizationId, Timestamp};
+use assent_store::sqlite::{SqliteConfig, SqliteStore};
+use assent_store::{Store, WriteOptions};
+use bytes::Bytes;
+use hyper::Method;
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const PURPOSES: [&str; 4] = ["newsletter", "analytics", "ads", "personalization"];
+/// Where an id goes in a generated event, to be overwritten per request.
+const ID_PLACEHOLDER: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The organization user id of user `n`.
+fn user_id(n: usize) -> String {
+    format!("user-{n:07}")
+}
+
+/// One event for user `n`, with random choices; with a placeholder id if `with_id`.
+fn event_json(rng: &mut SmallRng, n: usize, with_id: bool) -> String {
+    let mut purposes = Vec::new();
+    for p in PURPOSES {
+        if rng.random_bool(0.5) {
+            purposes.push(format!(
+                r#"{{"id":"{p}","enabled":{}}}"#,
+                rng.random_bool(0.5)
+            ));
+        }
+    }
+    let id = if with_id {
+        format!(r#""id":"{ID_PLACEHOLDER}","#)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{{{id}"user":{{"organization_user_id":"{}"}},"consents":{{"purposes":[{}],"vendors":{{"{}":["google"]}}}},"metadata":{{"source":"bench"}}}}"#,
+        user_id(n),
+        purposes.join(","),
+        if rng.random_bool(0.5) {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    )
+}
+
+/// A request body of `batch` events for random users (an object when `batch` is 1).
+fn body(rng: &mut SmallRng, users: usize, batch: usize, with_id: bool) -> Vec<u8> {
+    if batch == 1 {
+        let n = rng.random_range(0..users);
+        return event_json(rng, n, with_id).into_bytes();
+    }
+    let events: Vec<String> = (0..batch)
+        .map(|_| {
+            let n = rng.random_range(0..users);
+            event_json(rng, n, with_id)
+        })
+        .collect();
+    format!("[{}]", events.join(",")).into_bytes()
+}
+
+/// Writes fresh ids over the placeholders of `body`.
+fn stamp_ids(body: &mut [u8], v4: bool) {
+    let pat = ID_PLACEHOLDER.as_bytes();
+    let mut i = 0;
+    while i + pat.len() <= body.len() {
+        if &body[i..i + pat.len()] == pat {
+            let id = if v4 {
+                uuid::Uuid::new_v4()
+            } else {
+                uuid::Uuid::now_v7()
+            };
+            id.hyphenated().encode_lower(&mut body[i..i + pat.len()]);
+            i += pat.len();
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn events_path(org: &str) -> String {
+    format!("/v1/consents/events?organization_id={org}")
+}
+
+/// Batches (or single events) from concurrent clients, for a time or up to a total.
+pub async fn ingest(scenario: &'static str, args: IngestArgs) {
+    let t = &args.target;
+    let token = Arc::new(login(&t.url, &t.key, &t.secret).await);
+    let with_id = args.ids != "none";
+    let v4 = args.ids == "v4";
+    let mut rng = SmallRng::seed_from_u64(7);
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..512)
+            .map(|_| body(&mut rng, t.users, args.batch, with_id))
+            .collect(),
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let (tallies, elapsed) = run_clients(args.clients, deadline, |i, deadline| {
+        let (token, bodies, sent) = (token.clone(), bodies.clone(), sent.clone());
+        let (url, path, batch, total) = (
+            t.url.clone(),
+            events_path(&t.org),
+            args.batch as u64,
+            args.total,
+        );
+        async move {
+            let mut conn = Conn::open(&url).await;
+            let mut tally = Tally::new();
+            let mut k = i;
+            loop {
+                match total {
+                    Some(total) if sent.fetch_add(batch, Ordering::Relaxed) >= total => break,
+                    None if Instant::now() >= deadline => break,
+                    _ => {}
+                }
+                let mut b = bodies[k % bodies.len()].clone();
+                k += 7;
+                if with_id {
+                    stamp_ids(&mut b, v4);
+                }
+                let start = Instant::now();
+                let (status, _) = conn
+                    .send(Method::POST, &path, Some(&token), Bytes::from(b))
+                    .await;
+                let us = start.elapsed().as_micros() as u64;
+                tally.latency.record(us.max(1)).ok();
+                if status.is_success() {
+                    tally.ok += 1;
+                    tally.events += batch;
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            tally
+        }
+    })
+    .await;
+    report(
+        scenario,
+        tallies,
+        elapsed,
+        serde_json::json!({"clients": args.clients, "batch": args.batch, "users": t.users, "ids": args.ids}),
+    );
+}
+
+/// Creates users `0..users`, one event each, in batches of 100 from 8 clients.
+pub async fn seed(t: Target) {
+    let token = Arc::new(login(&t.url, &t.key, &t.secret).await);
+    let next = Arc::new(AtomicU64::new(0));
+    let users = t.users as u64;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let (tallies, elapsed) = run_clients(8, deadline, |_, _| {
+        let (token, next, url, path) = (
+            token.clone(),
+            next.clone(),
+            t.url.clone(),
+            events_path(&t.org),
+        );
+        async move {
+            let mut conn = Conn::open(&url).await;
+            let mut rng = SmallRng::seed_from_u64(11);
+            let mut tally = Tally::new();
+            loop {
+                let from = next.fetch_add(100, Ordering::Relaxed);
+                if from >= users {
+                    break;
+                }
+                let events: Vec<String> = (from..(from + 100).min(users))
+                    .map(|n| event_json(&mut rng, n as usize, false))
+                    .collect();
+                let n = events.len() as u64;
+                let body = format!("[{}]", events.join(","));
+                let start = Instant::now();
+                let (status, _) = conn
+                    .send(Method::POST, &path, Some(&token), Bytes::from(body))
+                    .await;
+                tally
+                    .latency
+                    .record(start.elapsed().as_micros().max(1) as u64)
+                    .ok();
+                if status.is_success() {
+                    tally.ok += 1;
+                    tally.events += n;
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            tally
+        }
+    })
+    .await;
+    report(
+        "seed",
+        tallies,
+        elapsed,
+        serde_json::json!({"users": t.users}),
+    );
+}
+
+/// Reads random users by organization user id.
+pub async fn reads(args: ReadArgs) {
+    let t = &args.target;
+    let token = Arc::new(login(&t.url, &t.key, &t.secret).await);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let (tallies, elapsed) = run_clients(args.clients, deadline, |i, deadline| {
+        let (token, url, org, users) = (token.clone(), t.url.clone(), t.org.clone(), t.users);
+        async move {
+            let mut conn = Conn::open(&url).await;
+            let mut rng = SmallRng::seed_from_u64(i as u64);
+            let mut tally = Tally::new();
+            while Instant::now() < deadline {
+                let path = format!(
+                    "/v1/consents/users/{}?organization_id={org}&$by_organization_user_id=true",
+                    user_id(rng.random_range(0..users))
+                );
+                let start = Instant::now();
+                let (status, _) = conn
+                    .send(Method::GET, &path, Some(&token), Bytes::new())
+                    .await;
+                tally
+                    .latency
+                    .record(start.elapsed().as_micros().max(1) as u64)
+                    .ok();
+                if status.is_success() {
+                    tally.ok += 1;
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            tally
+        }
+    })
+    .await;
+    report(
+        "reads",
+        tallies,
+        elapsed,
+        serde_json::json!({"clients": args.clients, "users": t.users}),
+    );
+}
+
+/// The store alone: validated batches appended by concurrent writers, no HTTP.
+pub async fn raw(args: RawArgs) {
+    let store = Arc::new(SqliteStore::open(SqliteConfig::new(&args.dir)).expect("store opens"));
+    let org = OrganizationId::parse("bench").expect("valid");
+    let ctx = ParseContext {
+        organization_id: org.clone(),
+        now: Timestamp::now(),
+    };
+    let mut rng = SmallRng::seed_from_u64(3);
+    let batches: Arc<Vec<_>> = Arc::new(
+        (0..256)
+            .map(|_| {
+                let b = body(&mut rng, args.users, args.batch.max(2), false);
+                let v: serde_json::Value = serde_json::from_slice(&b).expect("JSON");
+                parse_batch(&v, &ctx).expect("valid batch").events
+            })
+            .collect(),
+    );
+    let per_request = batches[0].len() as u64;
+    let remaining = Arc::new(AtomicU64::new(args.events as u64));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..args.writers)
+        .map(|i| {
+            let (store, batches, remaining, org) = (
+                store.clone(),
+                batches.clone(),
+                remaining.clone(),
+                org.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                let mut k = i;
+                while remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                        r.checked_sub(per_request)
+                    })
+                    .is_ok()
+                {
+                    let events = batches[k % batches.len()].clone();
+                    k += 3;
+                    let t0 = Instant::now();
+                    store
+                        .append_events(&org, events, WriteOptions::default())
+                        .await
+                        .expect("append");
+                    tally
+                        .latency
+                        .record(t0.elapsed().as_micros().max(1) as u64)
+                        .ok();
+                    tally.ok += 1;
+                    tally.events += per_request;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tallies = Vec::new();
+    for h in handles {
+        tallies.push(h.await.expect("writer"));
+    }
+    let elapsed = start.elapsed();
+    store.shutdown().await;
+    let bytes: u64 = std::fs::read_dir(&args.dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    report(
+        "raw",
+        tallies,
+        elapsed,
+        serde_json::json!({"writers": args.writers, "users": args.users, "bytes_per_event": bytes / args.events.max(1) as u64}),
+    );
+}
