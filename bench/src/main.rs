@@ -32,6 +32,8 @@ enum Scenario {
     Reads(ReadArgs),
     /// The store alone, without HTTP: the ceiling of the write path.
     Raw(RawArgs),
+    /// Request parsing and validation alone, on one core.
+    Parse,
 }
 
 /// Where the server is and how to log in.
@@ -174,6 +176,7 @@ async fn main() {
         Scenario::Seed(target) => workload::seed(target).await,
         Scenario::Reads(args) => workload::reads(args).await,
         Scenario::Raw(args) => workload::raw(args).await,
+        Scenario::Parse => workload::parse(),
     }
 }
 

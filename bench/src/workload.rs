@@ -322,3 +322,33 @@ pub async fn raw(args: RawArgs) {
         serde_json::json!({"writers": args.writers, "users": args.users, "bytes_per_event": bytes / args.events.max(1) as u64}),
     );
 }
+
+/// Parses and validates batches of 100 events on one thread, from bytes to validated events.
+pub fn parse() {
+    let org = OrganizationId::parse("bench").expect("valid");
+    let ctx = ParseContext {
+        organization_id: org,
+        now: Timestamp::now(),
+    };
+    let mut rng = SmallRng::seed_from_u64(5);
+    let bodies: Vec<Vec<u8>> = (0..64)
+        .map(|_| {
+            let mut b = body(&mut rng, 10_000, 100, true);
+            stamp_ids(&mut b, false);
+            b
+        })
+        .collect();
+    let start = Instant::now();
+    let mut events = 0u64;
+    while start.elapsed() < Duration::from_secs(5) {
+        for b in &bodies {
+            let v: serde_json::Value = serde_json::from_slice(b).expect("JSON");
+            events += parse_batch(&v, &ctx).expect("valid").events.len() as u64;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"scenario": "parse", "events_per_s": (events as f64 / secs).round(), "us_per_event": (secs * 1e6 / events as f64 * 100.0).round() / 100.0})
+    );
+}

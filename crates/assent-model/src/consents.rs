@@ -3,7 +3,7 @@
 
 use crate::error::FieldErrors;
 use crate::ids::check_identifier;
-use crate::json::{Fields, index, join, type_name};
+use crate::json::{Fields, Path, type_name};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -136,7 +136,7 @@ impl Vendors {
 }
 
 /// Parses the `consents` object of an event.
-pub fn parse_consents(value: &Value, path: &str, errors: &mut FieldErrors) -> Consents {
+pub fn parse_consents(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> Consents {
     let mut out = Consents::default();
     let Some(f) = Fields::of(
         value,
@@ -149,10 +149,10 @@ pub fn parse_consents(value: &Value, path: &str, errors: &mut FieldErrors) -> Co
     if let Some(items) = f.array("purposes", errors) {
         let list_path = f.child("purposes");
         for (i, item) in items.iter().enumerate() {
-            if let Some(p) = parse_purpose(item, &index(&list_path, i), errors) {
+            if let Some(p) = parse_purpose(item, list_path.index(i), errors) {
                 if out.purposes.iter().any(|q| q.id == p.id) {
                     errors.add(
-                        join(&index(&list_path, i), "id"),
+                        list_path.index(i).key("id"),
                         format!("purpose '{}' appears twice in this event", p.id),
                     );
                 } else {
@@ -162,10 +162,10 @@ pub fn parse_consents(value: &Value, path: &str, errors: &mut FieldErrors) -> Co
         }
     }
     if let Some(items) = f.array("channels", errors) {
-        out.channels = parse_channels(items, &f.child("channels"), errors);
+        out.channels = parse_channels(items, f.child("channels"), errors);
     }
     if let Some(v) = f.get("vendors").filter(|v| !v.is_null()) {
-        out.vendors = parse_vendors(v, &f.child("vendors"), errors);
+        out.vendors = parse_vendors(v, f.child("vendors"), errors);
     }
     if let Some(s) = f.string("tcfcs", errors) {
         if s.is_empty() {
@@ -178,7 +178,7 @@ pub fn parse_consents(value: &Value, path: &str, errors: &mut FieldErrors) -> Co
     out
 }
 
-fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<PurposeChoice> {
+fn parse_purpose(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> Option<PurposeChoice> {
     let f = Fields::of(
         value,
         path,
@@ -202,15 +202,15 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
         ..PurposeChoice::default()
     };
     if let Some(v) = f.get("values").filter(|v| !v.is_null()) {
-        p.values = parse_values(v, &f.child("values"), errors);
+        p.values = parse_values(v, f.child("values"), errors);
     }
     if let Some(items) = f.array("preferences", errors) {
         let list_path = f.child("preferences");
         for (i, item) in items.iter().enumerate() {
-            let item_path = index(&list_path, i);
+            let item_path = list_path.index(i);
             let Some(pf) = Fields::of(
                 item,
-                &item_path,
+                item_path,
                 &["id", "enabled", "metadata", "channels"],
                 errors,
             ) else {
@@ -223,7 +223,7 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
                 metadata: pf.metadata("metadata", errors),
                 channels: pf
                     .array("channels", errors)
-                    .map(|items| parse_channels(items, &pf.child("channels"), errors))
+                    .map(|items| parse_channels(items, pf.child("channels"), errors))
                     .unwrap_or_default(),
             };
             pf.finish(errors);
@@ -232,7 +232,7 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
             }
             if p.preferences.iter().any(|q| q.id == pref.id) {
                 errors.add(
-                    join(&item_path, "id"),
+                    item_path.key("id"),
                     format!("preference '{}' appears twice in this purpose", pref.id),
                 );
             } else {
@@ -241,7 +241,7 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
         }
     }
     if let Some(items) = f.array("channels", errors) {
-        p.channels = parse_channels(items, &f.child("channels"), errors);
+        p.channels = parse_channels(items, f.child("channels"), errors);
     }
     f.finish(errors);
     id.map(|_| p)
@@ -249,7 +249,7 @@ fn parse_purpose(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<
 
 fn parse_values(
     value: &Value,
-    path: &str,
+    path: Path<'_>,
     errors: &mut FieldErrors,
 ) -> BTreeMap<String, PreferenceValue> {
     let mut out = BTreeMap::new();
@@ -258,12 +258,12 @@ fn parse_values(
         return out;
     };
     for (pref_id, entry) in map {
-        let entry_path = join(path, pref_id);
+        let entry_path = path.key(pref_id);
         if let Err(message) = check_identifier(pref_id) {
-            errors.add(&entry_path, format!("preference id {message}"));
+            errors.add(entry_path, format!("preference id {message}"));
             continue;
         }
-        let Some(f) = Fields::of(entry, &entry_path, &["value"], errors) else {
+        let Some(f) = Fields::of(entry, entry_path, &["value"], errors) else {
             continue;
         };
         match f.get("value") {
@@ -281,11 +281,11 @@ fn parse_values(
     out
 }
 
-fn parse_channels(items: &[Value], path: &str, errors: &mut FieldErrors) -> Vec<ChannelChoice> {
+fn parse_channels(items: &[Value], path: Path<'_>, errors: &mut FieldErrors) -> Vec<ChannelChoice> {
     let mut out: Vec<ChannelChoice> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let item_path = index(path, i);
-        let Some(f) = Fields::of(item, &item_path, &["id", "enabled", "metadata"], errors) else {
+        let item_path = path.index(i);
+        let Some(f) = Fields::of(item, item_path, &["id", "enabled", "metadata"], errors) else {
             continue;
         };
         let id = required_id(&f, errors);
@@ -300,7 +300,7 @@ fn parse_channels(items: &[Value], path: &str, errors: &mut FieldErrors) -> Vec<
         }
         if out.iter().any(|c| c.id == channel.id) {
             errors.add(
-                join(&item_path, "id"),
+                item_path.key("id"),
                 format!("channel '{}' appears twice in this list", channel.id),
             );
         } else {
@@ -310,7 +310,7 @@ fn parse_channels(items: &[Value], path: &str, errors: &mut FieldErrors) -> Vec<
     out
 }
 
-fn parse_vendors(value: &Value, path: &str, errors: &mut FieldErrors) -> Vendors {
+fn parse_vendors(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> Vendors {
     let Some(f) = Fields::of(
         value,
         path,
@@ -332,7 +332,7 @@ fn parse_vendors(value: &Value, path: &str, errors: &mut FieldErrors) -> Vendors
         for (i, id) in off.iter().enumerate() {
             if on.contains(id) {
                 errors.add(
-                    index(&f.child(off_key), i),
+                    f.child(off_key).index(i),
                     format!("vendor '{id}' cannot be both enabled and disabled in one event"),
                 );
             }
@@ -343,7 +343,7 @@ fn parse_vendors(value: &Value, path: &str, errors: &mut FieldErrors) -> Vendors
 }
 
 /// Reads the required `id` field of a list element.
-fn required_id<'a>(f: &Fields<'a>, errors: &mut FieldErrors) -> Option<&'a str> {
+fn required_id<'a>(f: &Fields<'a, '_>, errors: &mut FieldErrors) -> Option<&'a str> {
     match f.get("id") {
         None | Some(Value::Null) => {
             errors.add(f.child("id"), "is required");
@@ -360,7 +360,8 @@ mod tests {
 
     fn parse(v: Value) -> (Consents, FieldErrors) {
         let mut errors = FieldErrors::new();
-        let c = parse_consents(&v, "consents", &mut errors);
+        let root = Path::Root;
+        let c = parse_consents(&v, root.key("consents"), &mut errors);
         (c, errors)
     }
 

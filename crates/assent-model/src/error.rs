@@ -15,8 +15,10 @@ impl FieldErrors {
     }
 
     /// Records that the field at `path` is wrong, and why. The first message for a path wins.
-    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.entry(path.into()).or_insert_with(|| message.into());
+    pub fn add(&mut self, path: impl ToString, message: impl Into<String>) {
+        self.0
+            .entry(path.to_string())
+            .or_insert_with(|| message.into());
     }
 
     /// True when nothing was recorded.
@@ -88,7 +90,7 @@ impl DomainError {
     }
 
     /// An invalid request with one field at fault.
-    pub fn invalid_field(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid_field(path: impl ToString, message: impl Into<String>) -> Self {
         let mut errors = FieldErrors::new();
         errors.add(path, message);
         Self::invalid(errors)

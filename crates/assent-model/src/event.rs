@@ -3,13 +3,14 @@
 use crate::consents::{ChannelChoice, Consents, Metadata, PurposeChoice, parse_consents};
 use crate::error::{DomainError, FieldErrors};
 use crate::ids::{EventId, OrganizationId, Regulation, parse_country};
-use crate::json::{Fields, check_bounds, index, join, type_name};
+use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::limits::{MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS};
 use crate::status::{Stamp, VendorsView};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Whether an event counts toward its user's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -120,6 +121,9 @@ pub struct EventInput {
     pub regulation: Regulation,
     /// The content.
     pub body: EventBody,
+    /// The content as stored: compact JSON of `body`, made while parsing so that the writer
+    /// does not have to.
+    pub body_json: Vec<u8>,
     /// Parameters for generating a TCF string (`iab`), not stored.
     pub iab: Option<Value>,
 }
@@ -161,7 +165,7 @@ impl EventInput {
     /// Parses one event at `path`, recording every problem in `errors`.
     pub fn parse(
         value: &Value,
-        path: &str,
+        path: Path<'_>,
         ctx: &ParseContext,
         errors: &mut FieldErrors,
     ) -> Option<EventInput> {
@@ -217,11 +221,11 @@ impl EventInput {
             .unwrap_or_default();
         let user = match f.get("user") {
             None | Some(Value::Null) => UserRef::default(),
-            Some(v) => parse_user_ref(v, &f.child("user"), errors),
+            Some(v) => parse_user_ref(v, f.child("user"), errors),
         };
         let consents = match f.get("consents") {
             None | Some(Value::Null) => Consents::default(),
-            Some(v) => parse_consents(v, &f.child("consents"), errors),
+            Some(v) => parse_consents(v, f.child("consents"), errors),
         };
         if f.array("proofs", errors).is_some_and(|p| !p.is_empty()) {
             errors.add(
@@ -238,7 +242,7 @@ impl EventInput {
             delegate: f
                 .get("delegate")
                 .filter(|v| !v.is_null())
-                .and_then(|v| parse_delegate(v, &f.child("delegate"), errors)),
+                .and_then(|v| parse_delegate(v, f.child("delegate"), errors)),
         };
         let iab = match f.get("iab") {
             None | Some(Value::Null) => None,
@@ -252,12 +256,17 @@ impl EventInput {
             }
         };
         f.finish(errors);
-        (errors.len() == before).then_some(EventInput {
+        if errors.len() != before {
+            return None;
+        }
+        let body_json = serde_json::to_vec(&body).unwrap_or_default();
+        Some(EventInput {
             id,
             created_at,
             status,
             regulation,
             body,
+            body_json,
             iab,
         })
     }
@@ -266,7 +275,7 @@ impl EventInput {
     /// id is answered with the stored event. The status is not compared (it is the event's
     /// lifecycle, changed by `PATCH`), nor `created_at` when this input leaves it to the server.
     pub fn same_content(&self, stored: &ConsentEvent) -> bool {
-        self.body == stored.body
+        self.body == *stored.body
             && self.regulation == stored.regulation
             && self.created_at.is_none_or(|t| t == stored.created_at)
     }
@@ -275,13 +284,13 @@ impl EventInput {
 /// Parses a `POST /consents/events` body: one event object, or an array of 1 to 100.
 pub fn parse_batch(value: &Value, ctx: &ParseContext) -> Result<EventBatch, DomainError> {
     let mut errors = FieldErrors::new();
-    check_bounds(value, "", &mut errors);
+    check_bounds(value, Path::Root, &mut errors);
     if !errors.is_empty() {
         return Err(DomainError::invalid(errors));
     }
     match value {
         Value::Object(_) => {
-            let event = EventInput::parse(value, "", ctx, &mut errors);
+            let event = EventInput::parse(value, Path::Root, ctx, &mut errors);
             match event {
                 Some(event) if errors.is_empty() => Ok(EventBatch {
                     events: vec![event],
@@ -304,13 +313,14 @@ pub fn parse_batch(value: &Value, ctx: &ParseContext) -> Result<EventBatch, Doma
             }
             let mut events = Vec::with_capacity(items.len());
             let mut seen: HashMap<&str, usize> = HashMap::new();
+            let root = Path::Root;
             for (i, item) in items.iter().enumerate() {
-                let path = index("", i);
-                if let Some(event) = EventInput::parse(item, &path, ctx, &mut errors) {
+                let path = root.index(i);
+                if let Some(event) = EventInput::parse(item, path, ctx, &mut errors) {
                     if let Some(id) = &event.id {
                         if let Some(first) = seen.get(id.as_str()) {
                             errors.add(
-                                join(&path, "id"),
+                                path.key("id"),
                                 format!("event id '{id}' appears twice in this batch (first at [{first}])"),
                             );
                         } else {
@@ -341,7 +351,7 @@ fn item_id(item: &Value) -> &str {
     item.get("id").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn parse_user_ref(value: &Value, path: &str, errors: &mut FieldErrors) -> UserRef {
+fn parse_user_ref(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> UserRef {
     let Some(f) = Fields::of(
         value,
         path,
@@ -378,7 +388,7 @@ fn parse_user_ref(value: &Value, path: &str, errors: &mut FieldErrors) -> UserRe
     user
 }
 
-fn parse_delegate(value: &Value, path: &str, errors: &mut FieldErrors) -> Option<Delegate> {
+fn parse_delegate(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> Option<Delegate> {
     let f = Fields::of(value, path, &["id", "name", "metadata"], errors)?;
     let id = f.identifier("id", errors);
     if f.get("id").is_none_or(Value::is_null) {
@@ -410,11 +420,11 @@ impl EventPatch {
     /// Parses a patch body.
     pub fn parse(value: &Value) -> Result<EventPatch, DomainError> {
         let mut errors = FieldErrors::new();
-        check_bounds(value, "", &mut errors);
+        check_bounds(value, Path::Root, &mut errors);
         errors.clone().into_result()?;
         let Some(f) = Fields::of(
             value,
-            "",
+            Path::Root,
             &["status", "consents", "proofs", "proofs_id", "delegate"],
             &mut errors,
         ) else {
@@ -432,7 +442,7 @@ impl EventPatch {
         let consents = f
             .get("consents")
             .filter(|v| !v.is_null())
-            .map(|v| parse_consents(v, "consents", &mut errors));
+            .map(|v| parse_consents(v, Path::Root.key("consents"), &mut errors));
         let proofs_id = f
             .get("proofs_id")
             .filter(|v| !v.is_null())
@@ -449,7 +459,7 @@ impl EventPatch {
         let delegate = f
             .get("delegate")
             .filter(|v| !v.is_null())
-            .and_then(|v| parse_delegate(v, "delegate", &mut errors));
+            .and_then(|v| parse_delegate(v, Path::Root.key("delegate"), &mut errors));
         f.finish(&mut errors);
         errors.into_result()?;
         Ok(EventPatch {
@@ -465,14 +475,15 @@ impl EventPatch {
         if let Some(status) = self.status {
             event.status = status;
         }
+        let body = Arc::make_mut(&mut event.body);
         if let Some(consents) = &self.consents {
-            event.body.consents = consents.clone();
+            body.consents = consents.clone();
         }
         if let Some(proofs_id) = &self.proofs_id {
-            event.body.proofs_id = proofs_id.clone();
+            body.proofs_id = proofs_id.clone();
         }
         if let Some(delegate) = &self.delegate {
-            event.body.delegate = Some(delegate.clone());
+            body.delegate = Some(delegate.clone());
         }
         event.updated_at = now;
     }
@@ -497,8 +508,8 @@ pub struct ConsentEvent {
     pub regulation: Regulation,
     /// Arrival order in the store.
     pub seq: i64,
-    /// The content.
-    pub body: EventBody,
+    /// The content, shared with the store's memory of recent events.
+    pub body: Arc<EventBody>,
 }
 
 impl ConsentEvent {
@@ -543,6 +554,108 @@ impl ConsentEvent {
             proofs_id: b.proofs_id.clone(),
             delegate: b.delegate.clone(),
         }
+    }
+}
+
+/// Writes a stored event as the API shows it (the shape of [`EventView`]) straight from the
+/// stored event, without copying it first: answers to batches carry a hundred of them.
+pub struct EventJson<'a>(pub &'a ConsentEvent);
+
+impl Serialize for EventJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let e = self.0;
+        let b = &*e.body;
+        let mut out = s.serialize_struct("EventView", 11)?;
+        out.serialize_field("id", e.id.as_str())?;
+        out.serialize_field("organization_id", e.organization_id.as_str())?;
+        out.serialize_field("created_at", &e.created_at.to_rfc3339())?;
+        out.serialize_field("updated_at", &e.updated_at.to_rfc3339())?;
+        out.serialize_field("status", &e.status)?;
+        out.serialize_field("regulation", e.regulation.as_str())?;
+        match &b.metadata {
+            Some(m) => out.serialize_field("metadata", m)?,
+            None => out.skip_field("metadata")?,
+        }
+        out.serialize_field(
+            "user",
+            &EventUserJson {
+                id: &e.user_id,
+                user: &b.user,
+            },
+        )?;
+        out.serialize_field("consents", &EventConsentsJson(&b.consents))?;
+        out.serialize_field("proofs_id", &b.proofs_id)?;
+        match &b.delegate {
+            Some(d) => out.serialize_field("delegate", d)?,
+            None => out.skip_field("delegate")?,
+        }
+        out.end()
+    }
+}
+
+struct EventUserJson<'a> {
+    id: &'a str,
+    user: &'a UserRef,
+}
+
+impl Serialize for EventUserJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let u = self.user;
+        let mut out = s.serialize_struct("EventUserView", 5)?;
+        out.serialize_field("id", self.id)?;
+        match &u.organization_user_id {
+            Some(v) => out.serialize_field("organization_user_id", v)?,
+            None => out.skip_field("organization_user_id")?,
+        }
+        match &u.metadata {
+            Some(m) => out.serialize_field("metadata", m)?,
+            None => out.skip_field("metadata")?,
+        }
+        for (key, value) in [
+            ("country", &u.country),
+            ("last_seen_country", &u.last_seen_country),
+        ] {
+            match value {
+                Some(v) => out.serialize_field(key, v)?,
+                None => out.skip_field(key)?,
+            }
+        }
+        out.end()
+    }
+}
+
+struct EventConsentsJson<'a>(&'a Consents);
+
+impl Serialize for EventConsentsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.0;
+        let mut out = s.serialize_struct("EventConsentsView", 4)?;
+        out.serialize_field("purposes", &c.purposes)?;
+        out.serialize_field("channels", &c.channels)?;
+        out.serialize_field("vendors", &VendorsJson(&c.vendors))?;
+        match &c.tcfcs {
+            Some(t) => out.serialize_field("tcfcs", t)?,
+            None => out.skip_field("tcfcs")?,
+        }
+        out.end()
+    }
+}
+
+struct VendorsJson<'a>(&'a crate::consents::Vendors);
+
+impl Serialize for VendorsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let v = self.0;
+        let mut out = s.serialize_struct("VendorsView", 4)?;
+        out.serialize_field("enabled", &v.enabled)?;
+        out.serialize_field("disabled", &v.disabled)?;
+        out.serialize_field("enabled_li", &v.enabled_li)?;
+        out.serialize_field("disabled_li", &v.disabled_li)?;
+        out.end()
     }
 }
 
@@ -680,6 +793,48 @@ mod tests {
     }
 
     #[test]
+    fn json_without_copies_equals_the_view() {
+        let body = json!({
+            "id": "e1", "created_at": "2020-06-03T21:28:55Z", "status": "pending_approval",
+            "regulation": "ccpa", "metadata": {"k": [1, {"x": null}]},
+            "user": {"id": "u", "organization_user_id": "o", "metadata": {"m": 1},
+                     "country": "FR", "last_seen_country": "DE"},
+            "consents": {"purposes": [{"id": "p", "enabled": true, "enabled_li": false,
+                            "metadata": {"a": "b"}, "values": {"t": {"value": "x,y"}},
+                            "preferences": [{"id": "w", "enabled": true,
+                                             "channels": [{"id": "email", "enabled": false}]}],
+                            "channels": [{"id": "sms"}]}],
+                         "channels": [{"id": "push", "enabled": true, "metadata": {"z": 1}}],
+                         "vendors": {"enabled": ["g"], "disabled_li": ["h"]},
+                         "tcfcs": "CQ"},
+            "proofs_id": ["abc.pdf"],
+            "delegate": {"id": "agent", "name": "Support", "metadata": {"d": true}}
+        });
+        let input = parse_batch(&body, &ctx()).unwrap().events.remove(0);
+        let rich = ConsentEvent {
+            id: input.id.unwrap(),
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            user_id: "u".into(),
+            created_at: input.created_at.unwrap(),
+            updated_at: Timestamp::from_millis(5),
+            status: input.status,
+            regulation: input.regulation,
+            seq: 1,
+            body: Arc::new(input.body),
+        };
+        let bare = ConsentEvent {
+            body: Arc::new(EventBody::default()),
+            ..rich.clone()
+        };
+        for event in [rich, bare] {
+            assert_eq!(
+                serde_json::to_value(EventJson(&event)).unwrap(),
+                serde_json::to_value(event.view()).unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn view_always_has_vendors_and_user_id() {
         let event = ConsentEvent {
             id: EventId::parse("e").unwrap(),
@@ -690,7 +845,7 @@ mod tests {
             status: EventStatus::Confirmed,
             regulation: Regulation::default(),
             seq: 1,
-            body: EventBody::default(),
+            body: Arc::new(EventBody::default()),
         };
         let v = serde_json::to_value(event.view()).unwrap();
         assert_eq!(v["user"]["id"], "u1");

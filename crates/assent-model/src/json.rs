@@ -6,27 +6,52 @@ use crate::ids::check_identifier;
 use crate::limits::{MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_STRING_BYTES};
 use serde_json::{Map, Value};
 
-/// The path of a child field: `join("consents", "purposes")` is `consents.purposes`.
-pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
+/// Where a value sits in a request body (`consents.purposes[0].enabled`, `[3].user`). Built on
+/// the stack as parsing descends, without allocating; written out only when an error needs it.
+#[derive(Debug, Clone, Copy)]
+pub enum Path<'a> {
+    /// The body itself.
+    Root,
+    /// A field of an object.
+    Key(&'a Path<'a>, &'a str),
+    /// An element of an array.
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    /// The path of field `key` of the value at this path.
+    pub fn key<'b>(&'b self, key: &'b str) -> Path<'b>
+    where
+        'a: 'b,
+    {
+        Path::Key(self, key)
+    }
+
+    /// The path of element `i` of the array at this path.
+    pub fn index<'b>(&'b self, i: usize) -> Path<'b>
+    where
+        'a: 'b,
+    {
+        Path::Index(self, i)
+    }
+
+    /// The path as reported for the value itself: the root of a body is `body`.
+    fn shown(&self) -> String {
+        match self {
+            Path::Root => "body".to_owned(),
+            other => other.to_string(),
+        }
     }
 }
 
-/// The path of an array element: `index("consents.purposes", 0)` is `consents.purposes[0]`.
-pub fn index(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
-}
-
-/// The path to report for the value at `path` itself: the root of a body is `""`, reported as
-/// `body`.
-fn shown(path: &str) -> String {
-    if path.is_empty() {
-        "body".to_owned()
-    } else {
-        path.to_owned()
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(Path::Root, key) => f.write_str(key),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
     }
 }
 
@@ -43,14 +68,14 @@ pub fn type_name(v: &Value) -> &'static str {
 }
 
 /// Checks the bounds that hold for a whole body: nesting depth and string sizes.
-pub fn check_bounds(value: &Value, path: &str, errors: &mut FieldErrors) {
+pub fn check_bounds(value: &Value, path: Path<'_>, errors: &mut FieldErrors) {
     walk_bounds(value, path, 1, errors);
 }
 
-fn walk_bounds(value: &Value, path: &str, depth: usize, errors: &mut FieldErrors) {
+fn walk_bounds(value: &Value, path: Path<'_>, depth: usize, errors: &mut FieldErrors) {
     if depth > MAX_JSON_DEPTH {
         errors.add(
-            shown(path),
+            path.shown(),
             format!("is nested too deeply; the limit is {MAX_JSON_DEPTH} levels"),
         );
         return;
@@ -58,22 +83,22 @@ fn walk_bounds(value: &Value, path: &str, depth: usize, errors: &mut FieldErrors
     match value {
         Value::String(s) if s.len() > MAX_STRING_BYTES => {
             errors.add(
-                shown(path),
+                path.shown(),
                 format!("is {} bytes long; the limit is {MAX_STRING_BYTES}", s.len()),
             );
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                walk_bounds(item, &index(path, i), depth + 1, errors);
+                walk_bounds(item, path.index(i), depth + 1, errors);
             }
         }
         Value::Object(map) => {
             for (key, item) in map {
                 if key.len() > MAX_STRING_BYTES {
-                    errors.add(shown(path), "has a key longer than the string limit");
+                    errors.add(path.shown(), "has a key longer than the string limit");
                     continue;
                 }
-                walk_bounds(item, &join(path, key), depth + 1, errors);
+                walk_bounds(item, path.key(key), depth + 1, errors);
             }
         }
         _ => {}
@@ -82,30 +107,26 @@ fn walk_bounds(value: &Value, path: &str, depth: usize, errors: &mut FieldErrors
 
 /// A JSON object being read field by field. Fields that are never read are reported as unknown
 /// by [`Fields::finish`].
-pub struct Fields<'a> {
+pub struct Fields<'a, 'p> {
     map: &'a Map<String, Value>,
-    path: String,
+    path: Path<'p>,
     allowed: &'static [&'static str],
 }
 
-impl<'a> Fields<'a> {
+impl<'a, 'p> Fields<'a, 'p> {
     /// Starts reading `value` as an object whose fields are `allowed`; records an error and
     /// returns `None` if it is not an object.
     pub fn of(
         value: &'a Value,
-        path: &str,
+        path: Path<'p>,
         allowed: &'static [&'static str],
         errors: &mut FieldErrors,
     ) -> Option<Self> {
         match value {
-            Value::Object(map) => Some(Fields {
-                map,
-                path: path.to_owned(),
-                allowed,
-            }),
+            Value::Object(map) => Some(Fields { map, path, allowed }),
             other => {
                 errors.add(
-                    shown(path),
+                    path.shown(),
                     format!("must be an object, not {}", type_name(other)),
                 );
                 None
@@ -114,13 +135,13 @@ impl<'a> Fields<'a> {
     }
 
     /// The path of this object.
-    pub fn path(&self) -> &str {
-        &self.path
+    pub fn path(&self) -> Path<'p> {
+        self.path
     }
 
     /// The path of one of its fields.
-    pub fn child(&self, key: &str) -> String {
-        join(&self.path, key)
+    pub fn child<'s>(&'s self, key: &'s str) -> Path<'s> {
+        self.path.key(key)
     }
 
     /// The raw value of a field, if present.
@@ -238,13 +259,13 @@ impl<'a> Fields<'a> {
             match item {
                 Value::String(s) => match check_identifier(s) {
                     Ok(()) if out.contains(s) => {
-                        errors.add(index(&path, i), format!("'{s}' is listed twice"));
+                        errors.add(path.index(i), format!("'{s}' is listed twice"));
                     }
                     Ok(()) => out.push(s.clone()),
-                    Err(message) => errors.add(index(&path, i), message),
+                    Err(message) => errors.add(path.index(i), message),
                 },
                 other => errors.add(
-                    index(&path, i),
+                    path.index(i),
                     format!("must be a string, not {}", type_name(other)),
                 ),
             }
@@ -262,7 +283,11 @@ mod tests {
     fn unknown_fields_are_reported_with_their_path() {
         let v = json!({"id": "a", "enabld": true});
         let mut errors = FieldErrors::new();
-        let f = Fields::of(&v, "consents.purposes[0]", &["id", "enabled"], &mut errors).unwrap();
+        let root = Path::Root;
+        let consents = root.key("consents");
+        let purposes = consents.key("purposes");
+        let path = purposes.index(0);
+        let f = Fields::of(&v, path, &["id", "enabled"], &mut errors).unwrap();
         f.finish(&mut errors);
         assert!(errors.as_map().contains_key("consents.purposes[0].enabld"));
     }
@@ -274,7 +299,7 @@ mod tests {
             v = json!({ "a": v });
         }
         let mut errors = FieldErrors::new();
-        check_bounds(&v, "", &mut errors);
+        check_bounds(&v, Path::Root, &mut errors);
         assert_eq!(errors.len(), 1);
     }
 }

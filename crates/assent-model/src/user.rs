@@ -5,7 +5,7 @@ use crate::consents::Metadata;
 use crate::error::{DomainError, FieldErrors};
 use crate::event::UserRef;
 use crate::ids::{OrganizationId, Regulation, check_identifier, parse_country};
-use crate::json::{Fields, check_bounds, type_name};
+use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::status::{ConsentsView, UserState};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -219,7 +219,7 @@ const PATCH_FIELDS: &[&str] = &[
     "version",
 ];
 
-fn country(f: &Fields<'_>, key: &str, errors: &mut FieldErrors) -> Option<String> {
+fn country(f: &Fields<'_, '_>, key: &str, errors: &mut FieldErrors) -> Option<String> {
     f.string(key, errors).and_then(|s| match parse_country(s) {
         Ok(c) => Some(c),
         Err(message) => {
@@ -233,9 +233,9 @@ impl NewUser {
     /// Parses a `POST /consents/users` body.
     pub fn parse(value: &Value, organization_id: &OrganizationId) -> Result<NewUser, DomainError> {
         let mut errors = FieldErrors::new();
-        check_bounds(value, "", &mut errors);
+        check_bounds(value, Path::Root, &mut errors);
         errors.clone().into_result()?;
-        let Some(f) = Fields::of(value, "", NEW_USER_FIELDS, &mut errors) else {
+        let Some(f) = Fields::of(value, Path::Root, NEW_USER_FIELDS, &mut errors) else {
             return Err(DomainError::invalid(errors));
         };
         if let Some(org) = f.string("organization_id", &mut errors)
@@ -265,9 +265,9 @@ impl UserPatch {
     /// Parses a `PATCH /consents/users/{id}` body.
     pub fn parse(value: &Value) -> Result<UserPatch, DomainError> {
         let mut errors = FieldErrors::new();
-        check_bounds(value, "", &mut errors);
+        check_bounds(value, Path::Root, &mut errors);
         errors.clone().into_result()?;
-        let Some(f) = Fields::of(value, "", PATCH_FIELDS, &mut errors) else {
+        let Some(f) = Fields::of(value, Path::Root, PATCH_FIELDS, &mut errors) else {
             return Err(DomainError::invalid(errors));
         };
         let version = match f.get("version") {

@@ -7,7 +7,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, QueryPairs};
 use assent_model::consents::Consents;
 use assent_model::event::{
-    Delegate, EventPatch, EventStatus, EventView, ParseContext, UserRef, parse_batch,
+    Delegate, EventJson, EventPatch, EventStatus, EventView, ParseContext, UserRef, parse_batch,
 };
 use assent_model::query::{self, EventsQuery};
 use assent_model::user::UserSelector;
@@ -165,16 +165,13 @@ pub async fn create(
         .store
         .append_events(&tenant.org, batch.events, options)
         .await?;
-    let mut views: Vec<EventView> = stored.iter().map(|e| e.view()).collect();
     Ok(if batch.is_array {
-        Json(views).into_response()
+        Json(stored.iter().map(EventJson).collect::<Vec<_>>()).into_response()
     } else {
-        Json(
-            views
-                .pop()
-                .ok_or_else(|| ApiError::internal("no event stored"))?,
-        )
-        .into_response()
+        let event = stored
+            .first()
+            .ok_or_else(|| ApiError::internal("no event stored"))?;
+        Json(EventJson(event)).into_response()
     })
 }
 

@@ -6,7 +6,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::keys;
 use assent_model::FieldErrors;
-use assent_model::json::Fields;
+use assent_model::json::{Fields, Path};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -56,25 +56,26 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Json<SessionOut>, ApiError> {
     let mut errors = FieldErrors::new();
-    let (kind, key, secret) = match Fields::of(&body, "", &["type", "key", "secret"], &mut errors) {
-        Some(f) => {
-            let read = |name: &str, errors: &mut FieldErrors| {
-                let v = f.string(name, errors).map(str::to_owned);
-                if v.is_none() && f.get(name).is_none_or(serde_json::Value::is_null) {
-                    errors.add(name, "is required");
-                }
-                v.unwrap_or_default()
-            };
-            let out = (
-                read("type", &mut errors),
-                read("key", &mut errors),
-                read("secret", &mut errors),
-            );
-            f.finish(&mut errors);
-            out
-        }
-        None => Default::default(),
-    };
+    let (kind, key, secret) =
+        match Fields::of(&body, Path::Root, &["type", "key", "secret"], &mut errors) {
+            Some(f) => {
+                let read = |name: &str, errors: &mut FieldErrors| {
+                    let v = f.string(name, errors).map(str::to_owned);
+                    if v.is_none() && f.get(name).is_none_or(serde_json::Value::is_null) {
+                        errors.add(name, "is required");
+                    }
+                    v.unwrap_or_default()
+                };
+                let out = (
+                    read("type", &mut errors),
+                    read("key", &mut errors),
+                    read("secret", &mut errors),
+                );
+                f.finish(&mut errors);
+                out
+            }
+            None => Default::default(),
+        };
     if errors.is_empty() && kind != "api-key" {
         errors.add("type", "must be 'api-key'");
     }

@@ -78,7 +78,53 @@ pub struct SqliteStore {
     queue: Arc<Semaphore>,
     readers: Arc<Mutex<Vec<Connection>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    _checkpointer: Checkpointer,
     _lock: File,
+}
+
+/// Copies the write-ahead log back into the database file on its own thread, so that the
+/// writer never stalls on it; stops when dropped.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// WAL size (in pages) past which the checkpointer also waits for readers, to stop growth.
+const WAL_RESTART_PAGES: i64 = 100_000;
+
+fn start_checkpointer(path: &Path, shared: Arc<Shared>) -> Result<Checkpointer, StoreError> {
+    let conn = open_connection(path, 2)?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("assent-checkpoint".into())
+        .spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                // (busy, wal pages, pages copied)
+                let done: rusqlite::Result<(i64, i64, i64)> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    });
+                match done {
+                    Ok((_, wal, _)) if wal > WAL_RESTART_PAGES => {
+                        let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+                }
+                shared
+                    .checkpoints
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the checkpointer: {e}")))?;
+    Ok(Checkpointer { stop })
 }
 
 fn open_connection(path: &Path, cache_mib: u32) -> Result<Connection, StoreError> {
@@ -160,13 +206,15 @@ impl SqliteStore {
                 data_dir.display()
             )));
         }
+        // Checkpoints run on their own thread (below), not inside the writer's commits.
         conn.execute_batch(&format!(
-            "PRAGMA cache_size = -{};",
+            "PRAGMA cache_size = -{}; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
             u64::from(config.writer_cache_mib) * 1024
         ))
         .map_err(db)?;
         schema::migrate(&mut conn).map_err(StoreError::Unavailable)?;
         let shared = Arc::new(Shared::default());
+        let checkpointer = start_checkpointer(&data_dir.join(DATABASE_FILE), shared.clone())?;
         let mut writer = Writer::new(conn, shared.clone(), config.writer.clone())?;
         let replayed = writer.replay()?;
         if replayed > 0 {
@@ -189,6 +237,7 @@ impl SqliteStore {
             queue: Arc::new(Semaphore::new(QUEUE_BOUND)),
             readers: Arc::new(Mutex::new(Vec::new())),
             writer: Mutex::new(Some(handle)),
+            _checkpointer: checkpointer,
             _lock: lock,
         })
     }
@@ -277,10 +326,12 @@ fn all_events_of(
     org: &OrganizationId,
     entry: &shared::UserEntry,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
-    Ok(read::user_events(conn, org, entry, &entry.pending_seqs)?
-        .into_iter()
-        .map(|r| r.event)
-        .collect())
+    Ok(
+        read::user_events(conn, org, entry.keys(), &entry.pending_seqs())?
+            .into_iter()
+            .map(|r| r.event)
+            .collect(),
+    )
 }
 
 fn encode_cursor(key: i64) -> String {
@@ -512,7 +563,7 @@ impl Store for SqliteStore {
                 events
                     .iter()
                     .filter(|e| e.status == EventStatus::Confirmed)
-                    .map(|e| (&e.regulation, &e.body, e.stamp())),
+                    .map(|e| (&e.regulation, &*e.body, e.stamp())),
                 &regulation,
                 at.millis(),
             );
@@ -544,10 +595,10 @@ impl Store for SqliteStore {
                 let exhausted = batch.len() < 500;
                 for row in batch {
                     after = row.key;
-                    let entry = match shared.overlay.get(row.key) {
-                        Some(fresh) => (*fresh).clone(),
-                        None => row,
-                    };
+                    let mut entry = row;
+                    if let Some(fresh) = shared.overlay.get(entry.key) {
+                        entry.freshen(&fresh);
+                    }
                     let doc = serde_json::to_value(entry.record.view(&query.regulation))
                         .map_err(|e| StoreError::Internal(e.to_string()))?;
                     if query.filter.matches(&doc) {

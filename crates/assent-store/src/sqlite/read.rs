@@ -4,9 +4,12 @@ use super::codec::{StoredId, json_error, read_id, seq_time, status_of};
 use super::shared::{Shared, UserEntry};
 use crate::{ApiKey, StoreError};
 use assent_model::user::{Found, UserRecord, UserSelector};
-use assent_model::{ConsentEvent, EventId, OrganizationId, Regulation, Timestamp, UserState};
+use assent_model::{
+    ConsentEvent, EventBody, EventId, OrganizationId, Regulation, Timestamp, UserState,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Turns an SQLite failure into a store failure; busy and locked databases are "unavailable".
 pub fn db(e: rusqlite::Error) -> StoreError {
@@ -86,7 +89,7 @@ fn user_from_row(row: &Row<'_>, org: &OrganizationId) -> rusqlite::Result<UserEn
             updated_at: Timestamp::from_millis(row.get(6)?),
             state,
         },
-        pending_seqs: Vec::new(),
+        pending: Vec::new(),
     })
 }
 
@@ -103,17 +106,20 @@ pub fn user_row(
     .map_err(db)
 }
 
-/// The current user of `key`: from the overlay when its row is stale, else from its row.
+/// The current user of `key`: its row, brought up to date with the overlay.
 pub fn current_user(
     conn: &Connection,
     shared: &Shared,
     org: &OrganizationId,
     key: i64,
 ) -> Result<Option<UserEntry>, StoreError> {
-    match shared.overlay.get(key) {
-        Some(entry) => Ok(Some((*entry).clone())),
-        None => user_row(conn, org, key),
+    // The overlay first: a flush in between makes the row newer, never older.
+    let fresh = shared.overlay.get(key);
+    let mut entry = user_row(conn, org, key)?;
+    if let (Some(entry), Some(fresh)) = (&mut entry, fresh) {
+        entry.freshen(&fresh);
     }
+    Ok(entry)
 }
 
 /// A page of user rows of an organization after `after_key`, in key order.
@@ -157,7 +163,8 @@ fn event_from_row(
     let seq: i64 = row.get(0)?;
     let updated_at: Option<i64> = row.get(4)?;
     let regulation: String = row.get(6)?;
-    let body = serde_json::from_slice(row.get_ref(7)?.as_blob()?).map_err(|e| json_error(7, e))?;
+    let body: EventBody =
+        serde_json::from_slice(row.get_ref(7)?.as_blob()?).map_err(|e| json_error(7, e))?;
     let user_id = match user_id {
         Some(id) => id.to_owned(),
         None => row.get(8)?,
@@ -173,7 +180,7 @@ fn event_from_row(
             status: status_of(row.get(5)?),
             regulation: Regulation::parse(&regulation).unwrap_or_default(),
             seq,
-            body,
+            body: Arc::new(body),
         },
     })
 }
@@ -198,11 +205,33 @@ pub fn event_by_id(
     .map_err(db)
 }
 
+/// Which user, for reading its events.
+#[derive(Debug, Clone, Copy)]
+pub struct UserKeys<'a> {
+    /// The organization's row key.
+    pub org_key: i64,
+    /// The user's row key.
+    pub key: i64,
+    /// The user id, shown on each event.
+    pub id: &'a str,
+}
+
+impl UserEntry {
+    /// The keys to read this user's events by.
+    pub fn keys(&self) -> UserKeys<'_> {
+        UserKeys {
+            org_key: self.org_key,
+            key: self.key,
+            id: &self.record.id,
+        }
+    }
+}
+
 /// Every event of a user: those indexed by the last flush plus `pending` ones, in arrival order.
 pub fn user_events(
     conn: &Connection,
     org: &OrganizationId,
-    user: &UserEntry,
+    user: UserKeys<'_>,
     pending: &[i64],
 ) -> Result<Vec<EventRow>, StoreError> {
     let mut out = Vec::new();
@@ -215,7 +244,7 @@ pub fn user_events(
         .map_err(db)?;
     let rows = stmt
         .query_map(params![user.org_key, user.key], |r| {
-            event_from_row(r, org, Some(&user.record.id))
+            event_from_row(r, org, Some(user.id))
         })
         .map_err(db)?;
     for row in rows {
@@ -234,7 +263,7 @@ pub fn user_events(
         }
         if let Some(row) = one
             .query_row(params![seq, user.key], |r| {
-                event_from_row(r, org, Some(&user.record.id))
+                event_from_row(r, org, Some(user.id))
             })
             .optional()
             .map_err(db)?

@@ -1,13 +1,29 @@
-//! State shared by the writer thread and the readers: organization keys and the overlay of
-//! users changed since the last flush.
+//! State shared by the writer thread and the readers: organization keys, and the overlay that
+//! tells readers what the rows on disk do not say yet.
 
-use assent_model::OrganizationId;
 use assent_model::user::UserRecord;
+use assent_model::{EventBody, OrganizationId, Regulation, Stamp, Timestamp};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// An event appended since the last flush: in the log on disk, not yet folded into its user's
+/// row nor listed in `user_events`.
+#[derive(Debug)]
+pub struct PendingEvent {
+    /// Arrival number (the event's key in the log).
+    pub seq: i64,
+    /// Confirmed events change the status; pending-approval ones are only listed.
+    pub confirmed: bool,
+    /// The regulation of the event.
+    pub regulation: Regulation,
+    /// The event's place in the fold order.
+    pub stamp: Stamp,
+    /// The content.
+    pub body: Arc<EventBody>,
+}
+
 /// A user as the store holds it in memory.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct UserEntry {
     /// The row key of the user.
     pub key: i64,
@@ -15,20 +31,50 @@ pub struct UserEntry {
     pub org_key: i64,
     /// The user and everything derived about it.
     pub record: UserRecord,
-    /// Events appended since the last flush, not yet in `user_events`.
-    pub pending_seqs: Vec<i64>,
+    /// Events appended since the last flush.
+    pub pending: Vec<Arc<PendingEvent>>,
 }
 
-/// Users whose row on disk is older than what has been committed to the event log. Readers
-/// look here first; the writer publishes after each commit and empties it after each flush.
+impl UserEntry {
+    /// Arrival numbers of the events appended since the last flush.
+    pub fn pending_seqs(&self) -> Vec<i64> {
+        self.pending.iter().map(|p| p.seq).collect()
+    }
+
+    /// Brings a user read from its row up to date with what the overlay knows. Folding an event
+    /// the row already contains changes nothing, so a row newer than the overlay is safe too.
+    pub fn freshen(&mut self, fresh: &Fresh) {
+        for p in fresh.pending.iter().filter(|p| p.confirmed) {
+            self.record.state.apply(&p.regulation, &p.body, p.stamp);
+        }
+        self.record.version = self.record.version.max(fresh.version);
+        self.record.updated_at = self.record.updated_at.max(fresh.updated_at);
+        self.pending = fresh.pending.clone();
+    }
+}
+
+/// What readers must add to a user's row: the events appended since the last flush, and the
+/// user's current version.
+#[derive(Debug)]
+pub struct Fresh {
+    /// The user's version.
+    pub version: i64,
+    /// When the user last changed.
+    pub updated_at: Timestamp,
+    /// Events appended since the last flush, in arrival order.
+    pub pending: Vec<Arc<PendingEvent>>,
+}
+
+/// Users whose row on disk is older than the event log. The writer updates it after each
+/// commit and empties it after each flush; readers look here before reading a row.
 #[derive(Debug, Default)]
 pub struct Overlay {
-    users: RwLock<HashMap<i64, Arc<UserEntry>>>,
+    users: RwLock<HashMap<i64, Arc<Fresh>>>,
 }
 
 impl Overlay {
-    /// The in-memory user for `key`, if its row on disk is stale.
-    pub fn get(&self, key: i64) -> Option<Arc<UserEntry>> {
+    /// What the row of user `key` does not say yet, if anything.
+    pub fn get(&self, key: i64) -> Option<Arc<Fresh>> {
         self.users
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -36,14 +82,17 @@ impl Overlay {
             .cloned()
     }
 
-    /// Publishes users changed by a commit, and forgets deleted ones.
-    pub fn publish(&self, changed: impl IntoIterator<Item = Arc<UserEntry>>, deleted: &[i64]) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        for entry in changed {
-            users.insert(entry.key, entry);
+    /// Records, for each user, what its row does not say (`None`: its row is current).
+    pub fn update(&self, changes: Vec<(i64, Option<Arc<Fresh>>)>) {
+        if changes.is_empty() {
+            return;
         }
-        for key in deleted {
-            users.remove(key);
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        for (key, fresh) in changes {
+            match fresh {
+                Some(fresh) => users.insert(key, fresh),
+                None => users.remove(&key),
+            };
         }
     }
 
@@ -73,11 +122,6 @@ impl OrgKeys {
             .copied()
     }
 
-    /// Forgets every key (after a failed commit that may have created organizations).
-    pub fn clear(&self) {
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
     /// Remembers the key of `org`.
     pub fn insert(&self, org: &OrganizationId, key: i64) {
         self.keys
@@ -90,8 +134,10 @@ impl OrgKeys {
 /// Everything the writer and the readers share.
 #[derive(Debug, Default)]
 pub struct Shared {
-    /// Users changed since the last flush.
+    /// What the user rows do not say yet.
     pub overlay: Overlay,
     /// Organization keys.
     pub orgs: OrgKeys,
+    /// Counts the checkpointer's passes, so the writer can finish a checkpoint right after one.
+    pub checkpoints: std::sync::atomic::AtomicU64,
 }

@@ -1,31 +1,37 @@
 //! The single writer thread.
 //!
 //! Write requests wait in a queue; the writer takes every request waiting (up to a bound) and
-//! runs them in one transaction, each inside its own savepoint so that a request that fails
-//! leaves no trace while the others commit (group commit: one fsync for the whole group).
-//! Replies are sent only after the commit, so an acknowledged write is on disk.
+//! runs them in one transaction, each inside its own savepoint, then commits once (group
+//! commit: one fsync for the whole group). Replies leave only after the commit, so an
+//! acknowledged write is on disk.
 //!
-//! Appending an event writes the event row only. The event's user is updated in memory,
-//! published to the [`Overlay`](super::shared::Overlay) for readers, and written to its row,
-//! with the user's index entries, by the next flush, which handles many groups at once. A crash
-//! before the flush loses nothing: on open, [`Writer::replay`] folds the events after
-//! `meta.flushed_seq` again (merging is idempotent). Changes that cannot be replayed from the
-//! log (a deletion, a patch, a direct user edit) write their user's row at once.
+//! Each request runs in two phases. The first does everything that can refuse it (lookups,
+//! conflicts, new user rows): a refusal rolls back its savepoint and leaves no trace, in the
+//! database or in memory. The second applies its effects, in the database and in the writer's
+//! memory; a failure there (a disk error) fails the whole group, which is rolled back and the
+//! memory rebuilt from disk.
+//!
+//! Appending an event writes the event row only. Its user is changed in memory and readers
+//! learn of the event through the [`Overlay`](super::shared::Overlay); the next flush, which
+//! handles many groups at once, writes the user's row and index entries. A crash before the
+//! flush loses nothing: on open, [`Writer::replay`] folds the events after `meta.flushed_seq`
+//! again (folding is idempotent). Changes that the log cannot replay (a deletion, a patch, a
+//! direct user edit) write their user's row at once ("write-through").
 
 use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
 use super::read::{self, db};
-use super::shared::{Shared, UserEntry};
+use super::shared::{Fresh, PendingEvent, Shared, UserEntry};
 use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
 use assent_model::query::EventsQuery;
 use assent_model::user::{NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve};
 use assent_model::{
-    ConsentEvent, EventId, EventInput, EventStatus, OrganizationId, Regulation, Stamp, Timestamp,
-    UserState,
+    ConsentEvent, EventBody, EventId, EventInput, EventStatus, OrganizationId, Regulation, Stamp,
+    Timestamp, UserState,
 };
 use rusqlite::{Connection, params};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -137,6 +143,8 @@ pub struct WriterConfig {
     pub flush_users: usize,
     /// Flush when no request came for this long.
     pub idle_flush: Duration,
+    /// Users written per group while a flush cycle runs.
+    pub flush_chunk_users: usize,
 }
 
 impl Default for WriterConfig {
@@ -146,44 +154,76 @@ impl Default for WriterConfig {
             flush_events: 50_000,
             flush_users: 20_000,
             idle_flush: Duration::from_millis(20),
+            flush_chunk_users: 500,
         }
     }
 }
 
-/// Changes made by earlier commands of the group being committed.
-#[derive(Default)]
-struct Group {
-    users: HashMap<i64, UserEntry>,
-    deleted: Vec<i64>,
-    appended: usize,
+/// How a command failed.
+enum Fail {
+    /// Refused: its savepoint is rolled back; the rest of the group goes on.
+    Refuse(StoreError),
+    /// Failed while applying its effects: the whole group is rolled back.
+    Poison(StoreError),
 }
 
-/// Changes made by the command being run; dropped if it fails.
-#[derive(Default)]
-struct Cmd {
-    users: HashMap<i64, UserEntry>,
-    changed: HashSet<i64>,
-    write_through: HashSet<i64>,
-    deleted: Vec<i64>,
-    appended: usize,
-    /// Identities learned or changed, remembered once the command succeeds.
-    learned: Vec<(i64, Identity)>,
-    /// Identities that stop being true once the command succeeds.
-    forgotten: Vec<(i64, String, Option<String>)>,
-}
-
-impl Cmd {
-    fn entry(&mut self, key: i64) -> &mut UserEntry {
-        self.users.get_mut(&key).expect("user loaded before use")
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Refuse(e)
     }
 }
 
-/// The writer: owns the write connection and the unflushed users.
+/// Marks an error of the effects phase as fatal to the group.
+fn fatal<T>(r: Result<T, StoreError>) -> Result<T, Fail> {
+    r.map_err(Fail::Poison)
+}
+
+/// What a group changed, to tell readers after the commit.
+#[derive(Default)]
+struct Group {
+    touched: HashSet<i64>,
+    deleted: Vec<i64>,
+    appended: usize,
+    new_orgs: Vec<(OrganizationId, i64)>,
+    poisoned: bool,
+}
+
+/// What the command being run learned in its first phase.
+#[derive(Default)]
+struct Cmd {
+    /// Users created by the command (their rows are inserted; their memory is not yet).
+    created: Vec<UserEntry>,
+    /// Organization user ids attached to existing users.
+    attached: Vec<(i64, String)>,
+    /// Keys of users the command created or re-identified: their rows are not committed.
+    unsettled: HashSet<i64>,
+    /// Identities to remember once the command succeeds.
+    learned: Vec<(i64, Identity)>,
+    /// Identities to forget once the command succeeds.
+    forgotten: Vec<(i64, String, Option<String>)>,
+}
+
+/// A flush spread over groups: the users still to write, and the last event it covers.
+struct FlushCycle {
+    upto: i64,
+    /// Keys still to write, the next ones at the end.
+    keys: Vec<i64>,
+}
+
+/// The writer: owns the write connection and the working state of users.
 pub struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     config: WriterConfig,
     last_seq: i64,
+    /// Every event up to this arrival number is in its user's row and index.
+    flushed_seq: i64,
+    /// The flush cycle under way, if any.
+    cycle: Option<FlushCycle>,
+    /// When the writer last finished a checkpoint itself.
+    last_checkpoint: std::time::Instant,
+    /// The checkpointer pass the writer last saw.
+    seen_checkpoints: u64,
     cache: UserCache,
     pending_events: usize,
 }
@@ -198,18 +238,16 @@ impl Writer {
         let max_seq: Option<i64> = conn
             .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
             .map_err(db)?;
-        let flushed: i64 = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'flushed_seq'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
+        let flushed = flushed_seq(&conn)?;
         Ok(Writer {
             conn,
             shared,
             config,
             last_seq: max_seq.unwrap_or(0).max(flushed),
+            flushed_seq: flushed,
+            cycle: None,
+            last_checkpoint: std::time::Instant::now(),
+            seen_checkpoints: 0,
             cache: UserCache::default(),
             pending_events: 0,
         })
@@ -218,65 +256,64 @@ impl Writer {
     /// Folds the events appended after the last flush into their users again and flushes;
     /// returns how many events were replayed.
     pub fn replay(&mut self) -> Result<usize, StoreError> {
-        let flushed: i64 = self
+        let flushed = flushed_seq(&self.conn)?;
+        let mut count = 0;
+        let mut stmt = self
             .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'flushed_seq'",
-                [],
-                |r| r.get(0),
+            .prepare(
+                "SELECT e.seq, e.user_key, e.created_at, e.status, e.regulation, e.body, o.id
+                 FROM events e JOIN organizations o ON o.org_key = e.org_key
+                 WHERE e.seq > ?1 ORDER BY e.seq",
             )
             .map_err(db)?;
-        let mut users: HashMap<i64, UserEntry> = HashMap::new();
-        let mut count = 0;
-        {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT e.seq, e.user_key, e.created_at, e.status, e.regulation, e.body, o.id
-                     FROM events e JOIN organizations o ON o.org_key = e.org_key
-                     WHERE e.seq > ?1 ORDER BY e.seq",
-                )
-                .map_err(db)?;
-            let mut rows = stmt.query([flushed]).map_err(db)?;
-            while let Some(row) = rows.next().map_err(db)? {
-                let seq: i64 = row.get(0).map_err(db)?;
-                let user_key: i64 = row.get(1).map_err(db)?;
-                let org = OrganizationId::parse(&row.get::<_, String>(6).map_err(db)?)
-                    .map_err(StoreError::Internal)?;
-                let entry = match users.entry(user_key) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(read::user_row(&self.conn, &org, user_key)?.ok_or_else(|| {
-                            StoreError::Internal(format!(
-                                "event {seq} names missing user {user_key}"
-                            ))
-                        })?)
-                    }
-                };
-                entry.pending_seqs.push(seq);
-                if row.get::<_, i64>(3).map_err(db)? == 0 {
-                    let regulation = Regulation::parse(&row.get::<_, String>(4).map_err(db)?)
-                        .unwrap_or_default();
-                    let body = serde_json::from_slice(
-                        row.get_ref(5).map_err(db)?.as_blob().map_err(db_from)?,
-                    )
-                    .map_err(|e| StoreError::Internal(format!("event {seq}: {e}")))?;
-                    let stamp = Stamp {
-                        at: row.get(2).map_err(db)?,
-                        seq,
-                    };
-                    entry.record.state.apply(&regulation, &body, stamp);
-                    // Versions only need to grow: count one per replayed event.
-                    entry.record.version += 1;
-                    entry.record.updated_at = seq_time(seq);
-                }
-                count += 1;
+        let mut rows = stmt.query([flushed]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let seq: i64 = row.get(0).map_err(db)?;
+            let user_key: i64 = row.get(1).map_err(db)?;
+            let org = OrganizationId::parse(&row.get::<_, String>(6).map_err(db)?)
+                .map_err(StoreError::Internal)?;
+            let regulation =
+                Regulation::parse(&row.get::<_, String>(4).map_err(db)?).unwrap_or_default();
+            let body: EventBody = serde_json::from_slice(
+                row.get_ref(5)
+                    .map_err(db)?
+                    .as_blob()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            )
+            .map_err(|e| StoreError::Internal(format!("event {seq}: {e}")))?;
+            let pending = PendingEvent {
+                seq,
+                confirmed: row.get::<_, i64>(3).map_err(db)? == 0,
+                regulation,
+                stamp: Stamp {
+                    at: row.get(2).map_err(db)?,
+                    seq,
+                },
+                body: Arc::new(body),
+            };
+            if self.cache.get(user_key).is_none() {
+                let entry = read::user_row(&self.conn, &org, user_key)?.ok_or_else(|| {
+                    StoreError::Internal(format!("event {seq} names missing user {user_key}"))
+                })?;
+                self.cache.insert(entry);
             }
+            let entry = self.cache.get_mut(user_key).expect("inserted above");
+            if pending.confirmed {
+                entry
+                    .record
+                    .state
+                    .apply(&pending.regulation, &pending.body, pending.stamp);
+                // Versions only need to grow: count one per replayed event.
+                entry.record.version += 1;
+                entry.record.updated_at = entry.record.updated_at.max(seq_time(seq));
+            }
+            entry.pending.push(Arc::new(pending));
+            self.cache.mark_dirty(user_key);
+            count += 1;
         }
+        drop(rows);
+        drop(stmt);
         self.pending_events = count;
-        for entry in users.into_values() {
-            self.cache.store(Arc::new(entry));
-        }
         self.flush()?;
         Ok(count)
     }
@@ -284,7 +321,7 @@ impl Writer {
     /// Serves the queue until every sender is gone, then flushes.
     pub fn run(mut self, jobs: Receiver<Job>) {
         loop {
-            let first = if self.pending_events > 0 || self.cache.dirty_count() > 0 {
+            let first = if self.cache.dirty_count() > 0 || self.flushed_seq != self.last_seq {
                 match jobs.recv_timeout(self.config.idle_flush) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
@@ -311,11 +348,6 @@ impl Writer {
                 }
             }
             self.run_group(group);
-            if self.pending_events >= self.config.flush_events
-                || self.cache.dirty_count() >= self.config.flush_users
-            {
-                self.flush_logged();
-            }
         }
         self.flush_logged();
     }
@@ -326,9 +358,9 @@ impl Writer {
         }
     }
 
-    /// Writes every unflushed user and index entry in one transaction.
+    /// Writes every dirty user's row and index entries in one transaction.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.cache.dirty_count() == 0 && self.pending_events == 0 {
+        if self.cache.dirty_count() == 0 && self.flushed_seq == self.last_seq {
             return Ok(());
         }
         let tx = self
@@ -340,9 +372,9 @@ impl Writer {
             write_user_row(&tx, entry)?;
             index.extend(
                 entry
-                    .pending_seqs
+                    .pending
                     .iter()
-                    .map(|s| (entry.org_key, entry.key, *s)),
+                    .map(|p| (entry.org_key, entry.key, p.seq)),
             );
         }
         index.sort_unstable();
@@ -353,8 +385,8 @@ impl Writer {
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
-        // Readers fall back to the rows, now current; then the cache drops its copies of the
-        // pending lists without cloning, since the overlay no longer shares them.
+        self.flushed_seq = self.last_seq;
+        self.cycle = None;
         self.shared.overlay.clear();
         self.cache.all_flushed();
         self.pending_events = 0;
@@ -371,195 +403,243 @@ impl Writer {
             return;
         }
         let mut group = Group::default();
+        let mut replies = Vec::with_capacity(jobs.len());
         let mut results = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            results.push(self.run_command(&mut group, &job.command, now));
+        for job in jobs {
+            replies.push(job.reply);
+            let result = if group.poisoned {
+                Err(StoreError::Unavailable("the group failed; retry".into()))
+            } else {
+                self.run_command(&mut group, job.command, now)
+            };
+            results.push(result);
         }
-        match self.conn.execute_batch("COMMIT") {
+        let committed = if group.poisoned {
+            Err(StoreError::Internal(
+                "a write failed while applying its effects".into(),
+            ))
+        } else {
+            self.flush_chunk(&mut group)
+                .and_then(|()| self.conn.execute_batch("COMMIT").map_err(db))
+        };
+        match committed {
             Ok(()) => {
-                let mut published = Vec::with_capacity(group.users.len());
-                for entry in group.users.into_values() {
-                    let entry = Arc::new(entry);
-                    self.cache.store(entry.clone());
-                    published.push(entry);
-                }
-                for key in &group.deleted {
-                    self.cache.remove(*key);
+                for (org, key) in &group.new_orgs {
+                    self.shared.orgs.insert(org, *key);
                 }
                 self.pending_events += group.appended;
-                self.shared.overlay.publish(published, &group.deleted);
                 metrics::counter!("assent_events_written_total").increment(group.appended as u64);
-                for (job, result) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
+                self.publish(&group);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
                 }
+                self.finish_checkpoint();
             }
             Err(e) => {
-                let e = db(e);
-                tracing::error!(error = %e, "commit failed; the whole group is refused");
+                tracing::error!(error = %e, "a group of writes failed and was rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.shared.orgs.clear();
-                self.cache.clear();
-                for job in jobs {
-                    let _ = job.reply.send(Err(copy_error(&e)));
+                for reply in replies {
+                    let _ = reply.send(Err(copy_error(&e)));
                 }
+                self.recover();
             }
+        }
+    }
+
+    /// Writes a chunk of the current flush cycle in the group's own transaction. A cycle starts
+    /// when enough events or users wait; it takes the users dirty at that moment, by key, a
+    /// chunk per group, so that the flush work is spread over groups instead of stopping them,
+    /// while each user is still written once for all the events it got in between. When the
+    /// last chunk is written, every event up to the cycle's start is in its user's row.
+    fn flush_chunk(&mut self, group: &mut Group) -> Result<(), StoreError> {
+        if self.cycle.is_none()
+            && (self.pending_events >= self.config.flush_events
+                || self.cache.dirty_count() >= self.config.flush_users)
+        {
+            let mut keys = self.cache.dirty_keys();
+            keys.reverse();
+            self.cycle = Some(FlushCycle {
+                upto: self.last_seq,
+                keys,
+            });
+        }
+        let Some(cycle) = &mut self.cycle else {
+            return Ok(());
+        };
+        let take = cycle.keys.len().min(self.config.flush_chunk_users);
+        let chunk = cycle.keys.split_off(cycle.keys.len() - take);
+        let done = cycle.keys.is_empty().then_some(cycle.upto);
+        let mut index = Vec::new();
+        for key in chunk.into_iter().rev() {
+            if !self.cache.is_dirty(key) {
+                continue;
+            }
+            if let Some(entry) = self.cache.get_mut(key) {
+                write_user_row(&self.conn, entry)?;
+                index.extend(entry.pending.iter().map(|p| (entry.org_key, key, p.seq)));
+                entry.pending.clear();
+            }
+            self.cache.mark_clean(key);
+            group.touched.insert(key);
+        }
+        index.sort_unstable();
+        write_index(&self.conn, &index)?;
+        self.pending_events = self.pending_events.saturating_sub(index.len());
+        if let Some(upto) = done {
+            self.conn
+                .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'flushed_seq'")
+                .and_then(|mut s| s.execute([upto]))
+                .map_err(db)?;
+            self.flushed_seq = self.flushed_seq.max(upto);
+            self.cycle = None;
+        }
+        Ok(())
+    }
+
+    /// About once a second, completes a checkpoint between two transactions. The checkpointer
+    /// thread copies the log while the writer works, but under constant writes its passes never
+    /// end with the log fully copied, and only a complete checkpoint lets the log start over
+    /// instead of growing. Done right after one of its passes, this one has little left to copy.
+    fn finish_checkpoint(&mut self) {
+        let passes = self
+            .shared
+            .checkpoints
+            .load(std::sync::atomic::Ordering::Acquire);
+        if passes == self.seen_checkpoints {
+            return;
+        }
+        self.seen_checkpoints = passes;
+        if self.last_checkpoint.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_checkpoint = std::time::Instant::now();
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "checkpoint failed; will retry");
+        }
+    }
+
+    /// Tells readers what the group changed.
+    fn publish(&self, group: &Group) {
+        let mut changes: Vec<(i64, Option<Arc<Fresh>>)> = group
+            .touched
+            .iter()
+            .filter_map(|key| {
+                let entry = self.cache.get(*key)?;
+                let fresh = (!entry.pending.is_empty()).then(|| {
+                    Arc::new(Fresh {
+                        version: entry.record.version,
+                        updated_at: entry.record.updated_at,
+                        pending: entry.pending.clone(),
+                    })
+                });
+                Some((*key, fresh))
+            })
+            .collect();
+        changes.extend(group.deleted.iter().map(|k| (*k, None)));
+        self.shared.overlay.update(changes);
+    }
+
+    /// Rebuilds the writer's memory from disk after a failed group.
+    fn recover(&mut self) {
+        self.cache.clear();
+        self.cycle = None;
+        if let Err(e) = self.replay() {
+            tracing::error!(error = %e, "rebuilding users from the event log failed");
         }
     }
 
     fn run_command(
         &mut self,
         group: &mut Group,
-        command: &Command,
+        command: Command,
         now: Timestamp,
     ) -> Result<Reply, StoreError> {
-        self.conn.execute_batch("SAVEPOINT command").map_err(db)?;
+        self.step("SAVEPOINT command")?;
         let mut cmd = Cmd::default();
-        let result = self
-            .execute(group, &mut cmd, command, now)
-            .and_then(|reply| self.finish(group, cmd, now).map(|()| reply));
-        let end = if result.is_ok() {
-            "RELEASE command"
-        } else {
-            "ROLLBACK TO command; RELEASE command"
-        };
-        self.conn.execute_batch(end).map_err(db)?;
-        result
-    }
-
-    /// Makes a successful command's changes part of the group.
-    fn finish(
-        &mut self,
-        group: &mut Group,
-        mut cmd: Cmd,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        for key in &cmd.changed {
-            if let Some(entry) = cmd.users.get_mut(key) {
-                entry.record.version += 1;
-                entry.record.updated_at = now;
+        match self.execute(group, &mut cmd, command, now) {
+            Ok(reply) => {
+                self.step("RELEASE command")?;
+                for (org_key, id, ouid) in cmd.forgotten {
+                    self.cache.forget(org_key, &id, ouid.as_deref());
+                }
+                for (org_key, who) in cmd.learned {
+                    self.cache.remember(org_key, who);
+                }
+                Ok(reply)
+            }
+            Err(Fail::Refuse(e)) => {
+                self.step("ROLLBACK TO command")?;
+                self.step("RELEASE command")?;
+                Err(e)
+            }
+            Err(Fail::Poison(e)) => {
+                group.poisoned = true;
+                Err(e)
             }
         }
-        for key in &cmd.write_through {
-            if let Some(entry) = cmd.users.get_mut(key) {
-                write_user_row(&self.conn, entry)?;
-                let index: Vec<(i64, i64, i64)> = entry
-                    .pending_seqs
-                    .iter()
-                    .map(|s| (entry.org_key, entry.key, *s))
-                    .collect();
-                write_index(&self.conn, &index)?;
-                self.pending_events = self.pending_events.saturating_sub(index.len());
-                entry.pending_seqs.clear();
-            }
-        }
-        for key in cmd.deleted {
-            cmd.users.remove(&key);
-            group.users.remove(&key);
-            group.deleted.push(key);
-        }
-        for (org_key, id, ouid) in cmd.forgotten {
-            self.cache.forget(org_key, &id, ouid.as_deref());
-        }
-        for (org_key, who) in cmd.learned {
-            self.cache.remember(org_key, who);
-        }
-        group.users.extend(cmd.users);
-        group.appended += cmd.appended;
-        Ok(())
     }
 
-    /// Finds a user by id or organization user id, from memory or from its row.
-    fn find(
-        &mut self,
-        cmd: &Cmd,
-        org_key: i64,
-        user: &UserSelector,
-    ) -> Result<Option<Identity>, StoreError> {
-        if let Some(who) = self.cache.find(org_key, user) {
-            return Ok(Some(who));
-        }
-        let found = read::find_user(&self.conn, org_key, user)?;
-        // A user this command touched may not be committed yet: remember it only at the end.
-        if let Some(who) = &found
-            && !cmd.users.contains_key(&who.key)
-        {
-            self.cache.remember(org_key, who.clone());
-        }
-        Ok(found)
+    fn step(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(db)
     }
 
     fn execute(
         &mut self,
-        group: &Group,
+        group: &mut Group,
         cmd: &mut Cmd,
-        command: &Command,
+        command: Command,
         now: Timestamp,
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<Reply, Fail> {
         match command {
-            Command::Append { org, events } => {
-                self.append(group, cmd, org, events, now).map(Reply::Events)
-            }
+            Command::Append { org, events } => self
+                .append(group, cmd, &org, events, now)
+                .map(Reply::Events),
             Command::PatchEvent { org, id, patch } => self
-                .patch_event(group, cmd, org, id, patch, now)
+                .patch_event(group, &org, &id, &patch, now)
                 .map(|e| Reply::Event(Box::new(e))),
             Command::DeleteEvent { org, id } => {
-                let org_key = self.org_key(org)?;
-                let row = read::event_by_id(&self.conn, org, org_key, id)?
+                let org_key = self.org_key(group, &org)?;
+                let row = read::event_by_id(&self.conn, &org, org_key, &id)?
                     .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
-                self.load(group, cmd, org, row.user_key)?;
-                self.delete_event_rows(cmd, org_key, row.user_key, &[row.event.seq])?;
-                self.recompute(cmd, org, row.user_key)?;
+                fatal(self.delete_events_of(group, &org, row.user_key, &[row.event.seq], now))?;
                 Ok(Reply::Deleted(1))
             }
             Command::DeleteEvents { org, query } => {
-                let org_key = self.org_key(org)?;
+                let org_key = self.org_key(group, &org)?;
                 // A user that does not exist has no events to delete.
                 let Some(found) = self.find(cmd, org_key, &query.user)? else {
                     return Ok(Reply::Deleted(0));
                 };
-                self.load(group, cmd, org, found.key)?;
-                let entry = cmd.entry(found.key).clone();
+                let entry = self.entry(&org, found.key)?.clone();
                 let doomed: Vec<i64> =
-                    read::user_events(&self.conn, org, &entry, &entry.pending_seqs)?
+                    read::user_events(&self.conn, &org, entry.keys(), &entry.pending_seqs())?
                         .into_iter()
                         .filter(|r| query.selects(&r.event))
                         .map(|r| r.event.seq)
                         .collect();
-                self.delete_event_rows(cmd, org_key, found.key, &doomed)?;
                 if !doomed.is_empty() {
-                    self.recompute(cmd, org, found.key)?;
+                    fatal(self.delete_events_of(group, &org, found.key, &doomed, now))?;
                 }
                 Ok(Reply::Deleted(doomed.len() as u64))
             }
             Command::CreateUser { org, user } => self
-                .create_user(cmd, org, user, now)
+                .create_user(group, cmd, &org, user, now)
                 .map(|u| Reply::User(Box::new(u))),
             Command::PatchUser { org, user, patch } => self
-                .patch_user(group, cmd, org, user, patch, now)
+                .patch_user(group, cmd, &org, &user, patch, now)
                 .map(|u| Reply::User(Box::new(u))),
-            Command::DeleteUser { org, user } => {
-                let org_key = self.org_key(org)?;
-                let found = self
-                    .find(cmd, org_key, user)?
-                    .ok_or_else(|| user.not_found())?;
-                self.load(group, cmd, org, found.key)?;
-                let entry = cmd.entry(found.key).clone();
-                cmd.forgotten.push((
-                    org_key,
-                    entry.record.id.clone(),
-                    entry.record.organization_user_id.clone(),
-                ));
-                let events = read::user_events(&self.conn, org, &entry, &entry.pending_seqs)?;
-                let seqs: Vec<i64> = events.iter().map(|r| r.event.seq).collect();
-                self.delete_event_rows(cmd, org_key, found.key, &seqs)?;
-                self.conn
-                    .execute("DELETE FROM users WHERE user_key = ?1", [found.key])
-                    .map_err(db)?;
-                cmd.deleted.push(found.key);
-                Ok(Reply::User(Box::new(entry.record)))
-            }
+            Command::DeleteUser { org, user } => self
+                .delete_user(group, cmd, &org, &user)
+                .map(|u| Reply::User(Box::new(u))),
             Command::CreateApiKey(key) => {
-                let org_key = self.org_key(&key.organization_id)?;
+                let org_key = self.org_key(group, &key.organization_id)?;
                 self.conn
                     .execute(
                         "INSERT INTO api_keys (org_key, id, key, name, enabled, secret_hash, created_at, updated_at)
@@ -576,15 +656,18 @@ impl Writer {
                         ],
                     )
                     .map_err(db)?;
-                Ok(Reply::ApiKey(key.clone()))
+                Ok(Reply::ApiKey(key))
             }
         }
     }
 
     /// The key of `org`, creating the organization if it does not exist yet.
-    fn org_key(&self, org: &OrganizationId) -> Result<i64, StoreError> {
+    fn org_key(&self, group: &mut Group, org: &OrganizationId) -> Result<i64, StoreError> {
         if let Some(key) = read::org_key(&self.conn, &self.shared, org)? {
             return Ok(key);
+        }
+        if let Some((_, key)) = group.new_orgs.iter().find(|(o, _)| o == org) {
+            return Ok(*key);
         }
         self.conn
             .execute(
@@ -593,7 +676,7 @@ impl Writer {
             )
             .map_err(db)?;
         let key = self.conn.last_insert_rowid();
-        self.shared.orgs.insert(org, key);
+        group.new_orgs.push((org.clone(), key));
         Ok(key)
     }
 
@@ -602,108 +685,224 @@ impl Writer {
         self.last_seq
     }
 
-    /// Makes sure the command holds its own copy of user `key`.
-    fn load(
-        &self,
-        group: &Group,
-        cmd: &mut Cmd,
-        org: &OrganizationId,
-        key: i64,
-    ) -> Result<(), StoreError> {
-        if cmd.users.contains_key(&key) {
-            return Ok(());
+    /// Finds a user by id or organization user id, from memory or from its row.
+    fn find(
+        &mut self,
+        cmd: &Cmd,
+        org_key: i64,
+        user: &UserSelector,
+    ) -> Result<Option<Identity>, StoreError> {
+        if let Some(who) = self.cache.find(org_key, user) {
+            return Ok(Some(who));
         }
-        let entry = match group.users.get(&key) {
-            Some(entry) => entry.clone(),
-            None => match self.cache.get(key) {
-                Some(entry) => (**entry).clone(),
-                None => read::user_row(&self.conn, org, key)?
-                    .ok_or_else(|| StoreError::Internal(format!("user row {key} is missing")))?,
-            },
+        let found = read::find_user(&self.conn, org_key, user)?;
+        // Only committed identities are remembered; the command's own wait for its success.
+        if let Some(who) = &found
+            && !cmd.unsettled.contains(&who.key)
+        {
+            self.cache.remember(org_key, who.clone());
+        }
+        Ok(found)
+    }
+
+    /// The working state of user `key`, read from its row if the writer does not hold it.
+    fn entry(&mut self, org: &OrganizationId, key: i64) -> Result<&mut UserEntry, StoreError> {
+        if self.cache.get(key).is_none() {
+            let entry = read::user_row(&self.conn, org, key)?
+                .ok_or_else(|| StoreError::Internal(format!("user row {key} is missing")))?;
+            self.cache.insert(entry);
+        }
+        Ok(self.cache.get_mut(key).expect("inserted above"))
+    }
+
+    /// Records that a command changed user `key`: one more version.
+    fn changed(&mut self, group: &mut Group, key: i64, now: Timestamp, bumped: &mut HashSet<i64>) {
+        if bumped.insert(key)
+            && let Some(entry) = self.cache.get_mut(key)
+        {
+            entry.record.version += 1;
+            entry.record.updated_at = now;
+        }
+        group.touched.insert(key);
+    }
+
+    /// Writes a user's row and index entries now; its memory then matches its row.
+    fn write_through(&mut self, group: &mut Group, key: i64) -> Result<(), StoreError> {
+        let Some(entry) = self.cache.get_mut(key) else {
+            return Ok(());
         };
-        cmd.users.insert(key, entry);
+        write_user_row(&self.conn, entry)?;
+        let index: Vec<(i64, i64, i64)> = entry
+            .pending
+            .iter()
+            .map(|p| (entry.org_key, entry.key, p.seq))
+            .collect();
+        write_index(&self.conn, &index)?;
+        entry.pending.clear();
+        self.pending_events = self.pending_events.saturating_sub(index.len());
+        self.cache.mark_clean(key);
+        group.touched.insert(key);
+        Ok(())
+    }
+
+    /// Makes the users a command created, and the ids it attached, part of the writer's memory.
+    fn adopt(&mut self, org: &OrganizationId, cmd: &mut Cmd) -> Result<(), StoreError> {
+        for entry in cmd.created.drain(..) {
+            self.cache.insert(entry);
+        }
+        for (key, ouid) in cmd.attached.drain(..) {
+            self.entry(org, key)?.record.organization_user_id = Some(ouid);
+        }
         Ok(())
     }
 
     fn append(
         &mut self,
-        group: &Group,
+        group: &mut Group,
         cmd: &mut Cmd,
         org: &OrganizationId,
-        events: &[EventInput],
+        events: Vec<EventInput>,
         now: Timestamp,
-    ) -> Result<Vec<ConsentEvent>, StoreError> {
-        let org_key = self.org_key(org)?;
-        let mut out = Vec::with_capacity(events.len());
+    ) -> Result<Vec<ConsentEvent>, Fail> {
+        enum Plan {
+            Stored(ConsentEvent),
+            New {
+                key: i64,
+                seq: i64,
+                input: Box<EventInput>,
+            },
+        }
+        // Phase 1: everything that can refuse the request.
+        let org_key = self.org_key(group, org)?;
+        let mut plans = Vec::with_capacity(events.len());
         for input in events {
             if let Some(id) = &input.id
                 && let Some(stored) = read::event_by_id(&self.conn, org, org_key, id)?
             {
                 if input.same_content(&stored.event) {
-                    out.push(stored.event);
+                    plans.push(Plan::Stored(stored.event));
                     continue;
                 }
-                return Err(StoreError::conflict(format!(
+                return Err(Fail::Refuse(StoreError::conflict(format!(
                     "event '{id}' already exists with different content"
-                )));
+                ))));
             }
-            let key = self.resolve_user(group, cmd, org, org_key, input, now)?;
+            let key = self.resolve_user(cmd, org, org_key, &input, now)?;
             let seq = self.next_seq(now);
-            let id = input.id.clone().unwrap_or_else(EventId::generate);
-            let created_at = input.created_at.unwrap_or(now);
-            let body =
-                serde_json::to_vec(&input.body).map_err(|e| StoreError::Internal(e.to_string()))?;
+            plans.push(Plan::New {
+                key,
+                seq,
+                input: Box::new(input),
+            });
+        }
+
+        // Phase 2: effects.
+        let mut bumped = HashSet::new();
+        for key in cmd
+            .created
+            .iter()
+            .map(|e| e.key)
+            .chain(cmd.attached.iter().map(|(k, _)| *k))
+            .collect::<Vec<_>>()
+        {
+            group.touched.insert(key);
+            bumped.insert(key);
+        }
+        fatal(self.adopt(org, cmd))?;
+        for key in &bumped {
+            if let Some(entry) = self.cache.get_mut(*key) {
+                entry.record.version += 1;
+                entry.record.updated_at = now;
+            }
+        }
+        let mut out = Vec::with_capacity(plans.len());
+        let mut insert = fatal(
             self.conn
                 .prepare_cached(
                     "INSERT INTO events (seq, org_key, user_key, id, created_at, updated_at, status, regulation, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8)",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        seq,
-                        org_key,
-                        key,
-                        StoredId::of(&id),
-                        created_at.millis(),
-                        status_code(input.status),
-                        input.regulation.as_str(),
-                        body
-                    ])
-                })
-                .map_err(db)?;
-            cmd.appended += 1;
-            let entry = cmd.entry(key);
-            entry.pending_seqs.push(seq);
-            if input.status == EventStatus::Confirmed {
-                let stamp = Stamp {
-                    at: created_at.millis(),
-                    seq,
-                };
-                entry
-                    .record
-                    .state
-                    .apply(&input.regulation, &input.body, stamp);
-                cmd.changed.insert(key);
+                .map_err(db),
+        )?;
+        let mut new_events = Vec::with_capacity(plans.len());
+        for plan in plans {
+            match plan {
+                Plan::Stored(event) => out.push(Ok(event)),
+                Plan::New { key, seq, input } => {
+                    let id = input.id.clone().unwrap_or_else(EventId::generate);
+                    let created_at = input.created_at.unwrap_or(now);
+                    fatal(
+                        insert
+                            .execute(params![
+                                seq,
+                                org_key,
+                                key,
+                                StoredId::of(&id),
+                                created_at.millis(),
+                                status_code(input.status),
+                                input.regulation.as_str(),
+                                input.body_json
+                            ])
+                            .map_err(db),
+                    )?;
+                    out.push(Err(new_events.len()));
+                    new_events.push((key, seq, id, created_at, input));
+                }
             }
-            out.push(ConsentEvent {
+        }
+        drop(insert);
+        let mut made = Vec::with_capacity(new_events.len());
+        for (key, seq, id, created_at, input) in new_events {
+            let input = *input;
+            let confirmed = input.status == EventStatus::Confirmed;
+            let stamp = Stamp {
+                at: created_at.millis(),
+                seq,
+            };
+            let body = Arc::new(input.body);
+            let entry = fatal(self.entry(org, key))?;
+            if confirmed {
+                entry.record.state.apply(&input.regulation, &body, stamp);
+            }
+            let user_id = entry.record.id.clone();
+            entry.pending.push(Arc::new(PendingEvent {
+                seq,
+                confirmed,
+                regulation: input.regulation.clone(),
+                stamp,
+                body: body.clone(),
+            }));
+            self.cache.mark_dirty(key);
+            group.appended += 1;
+            if confirmed {
+                self.changed(group, key, now, &mut bumped);
+            }
+            group.touched.insert(key);
+            made.push(ConsentEvent {
                 id,
                 organization_id: org.clone(),
-                user_id: cmd.entry(key).record.id.clone(),
+                user_id,
                 created_at,
                 updated_at: seq_time(seq),
                 status: input.status,
-                regulation: input.regulation.clone(),
+                regulation: input.regulation,
                 seq,
-                body: input.body.clone(),
+                body,
             });
         }
-        Ok(out)
+        let mut made = made.into_iter().map(Some).collect::<Vec<_>>();
+        Ok(out
+            .into_iter()
+            .map(|o| match o {
+                Ok(stored) => stored,
+                Err(i) => made[i].take().expect("each new event is answered once"),
+            })
+            .collect())
     }
 
-    /// Finds or creates the user of an event and loads it into the command.
+    /// Finds or creates the user of an event (phase 1: may refuse).
     fn resolve_user(
         &mut self,
-        group: &Group,
         cmd: &mut Cmd,
         org: &OrganizationId,
         org_key: i64,
@@ -724,7 +923,6 @@ impl Writer {
                 key,
                 attach_organization_user_id,
             } => {
-                self.load(group, cmd, org, key)?;
                 if let Some(o) = attach_organization_user_id {
                     self.conn
                         .execute(
@@ -732,15 +930,22 @@ impl Writer {
                             params![o, key],
                         )
                         .map_err(db)?;
-                    let record = &mut cmd.entry(key).record;
-                    record.organization_user_id = Some(o.clone());
-                    let who = Identity {
-                        key,
-                        id: record.id.clone(),
-                        organization_user_id: Some(o),
-                    };
-                    cmd.learned.push((org_key, who));
-                    cmd.changed.insert(key);
+                    let id: String = self
+                        .conn
+                        .query_row("SELECT id FROM users WHERE user_key = ?1", [key], |r| {
+                            r.get(0)
+                        })
+                        .map_err(db)?;
+                    cmd.unsettled.insert(key);
+                    cmd.learned.push((
+                        org_key,
+                        Identity {
+                            key,
+                            id,
+                            organization_user_id: Some(o.clone()),
+                        },
+                    ));
+                    cmd.attached.push((key, o));
                 }
                 Ok(key)
             }
@@ -755,24 +960,29 @@ impl Writer {
                     organization_user_id.as_deref(),
                     now,
                 )?;
-                cmd.users.insert(
-                    key,
-                    UserEntry {
+                cmd.unsettled.insert(key);
+                cmd.learned.push((
+                    org_key,
+                    Identity {
                         key,
-                        org_key,
-                        record: UserRecord {
-                            id,
-                            organization_id: org.clone(),
-                            organization_user_id,
-                            version: 0,
-                            created_at: now,
-                            updated_at: now,
-                            state: UserState::default(),
-                        },
-                        pending_seqs: Vec::new(),
+                        id: id.clone(),
+                        organization_user_id: organization_user_id.clone(),
                     },
-                );
-                cmd.changed.insert(key);
+                ));
+                cmd.created.push(UserEntry {
+                    key,
+                    org_key,
+                    record: UserRecord {
+                        id,
+                        organization_id: org.clone(),
+                        organization_user_id,
+                        version: 0,
+                        created_at: now,
+                        updated_at: now,
+                        state: UserState::default(),
+                    },
+                    pending: Vec::new(),
+                });
                 Ok(key)
             }
         }
@@ -780,83 +990,103 @@ impl Writer {
 
     fn patch_event(
         &mut self,
-        group: &Group,
-        cmd: &mut Cmd,
+        group: &mut Group,
         org: &OrganizationId,
         id: &EventId,
         patch: &EventPatch,
         now: Timestamp,
-    ) -> Result<ConsentEvent, StoreError> {
-        let org_key = self.org_key(org)?;
+    ) -> Result<ConsentEvent, Fail> {
+        let org_key = self.org_key(group, org)?;
         let row = read::event_by_id(&self.conn, org, org_key, id)?
             .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
         let mut event = row.event;
         patch.apply_to(&mut event, now);
+        fatal(self.patch_event_row(&event, now))?;
+        fatal(self.recompute(group, org, row.user_key, now))?;
+        Ok(event)
+    }
+
+    fn patch_event_row(&self, event: &ConsentEvent, now: Timestamp) -> Result<(), StoreError> {
         let body =
-            serde_json::to_vec(&event.body).map_err(|e| StoreError::Internal(e.to_string()))?;
+            serde_json::to_vec(&*event.body).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.conn
             .execute(
                 "UPDATE events SET status = ?1, updated_at = ?2, body = ?3 WHERE seq = ?4",
                 params![status_code(event.status), now.millis(), body, event.seq],
             )
             .map_err(db)?;
-        self.load(group, cmd, org, row.user_key)?;
-        self.recompute(cmd, org, row.user_key)?;
-        Ok(event)
-    }
-
-    /// Deletes event rows of one user and forgets them as pending.
-    fn delete_event_rows(
-        &self,
-        cmd: &mut Cmd,
-        org_key: i64,
-        user_key: i64,
-        seqs: &[i64],
-    ) -> Result<(), StoreError> {
-        let mut event = self
-            .conn
-            .prepare_cached("DELETE FROM events WHERE seq = ?1")
-            .map_err(db)?;
-        let mut index = self
-            .conn
-            .prepare_cached(
-                "DELETE FROM user_events WHERE org_key = ?1 AND user_key = ?2 AND seq = ?3",
-            )
-            .map_err(db)?;
-        for seq in seqs {
-            event.execute([seq]).map_err(db)?;
-            index.execute(params![org_key, user_key, seq]).map_err(db)?;
-        }
-        cmd.entry(user_key)
-            .pending_seqs
-            .retain(|s| !seqs.contains(s));
         Ok(())
     }
 
-    /// Refolds a loaded user from the events that remain, and writes its row at once (a
-    /// recompute cannot be replayed from the log).
-    fn recompute(&self, cmd: &mut Cmd, org: &OrganizationId, key: i64) -> Result<(), StoreError> {
-        let entry = cmd.entry(key).clone();
-        let events = read::user_events(&self.conn, org, &entry, &entry.pending_seqs)?;
+    /// Deletes some events of one user, then refolds the user (phase 2).
+    fn delete_events_of(
+        &mut self,
+        group: &mut Group,
+        org: &OrganizationId,
+        user_key: i64,
+        seqs: &[i64],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let org_key = self.entry(org, user_key)?.org_key;
+        {
+            let mut event = self
+                .conn
+                .prepare_cached("DELETE FROM events WHERE seq = ?1")
+                .map_err(db)?;
+            let mut index = self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM user_events WHERE org_key = ?1 AND user_key = ?2 AND seq = ?3",
+                )
+                .map_err(db)?;
+            for seq in seqs {
+                event.execute([seq]).map_err(db)?;
+                index.execute(params![org_key, user_key, seq]).map_err(db)?;
+            }
+        }
+        let entry = self.entry(org, user_key)?;
+        let before = entry.pending.len();
+        entry.pending.retain(|p| !seqs.contains(&p.seq));
+        let removed = before - entry.pending.len();
+        self.pending_events = self.pending_events.saturating_sub(removed);
+        self.recompute(group, org, user_key, now)
+    }
+
+    /// Refolds a user from the events that remain and writes it through (phase 2).
+    fn recompute(
+        &mut self,
+        group: &mut Group,
+        org: &OrganizationId,
+        key: i64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let entry = self.entry(org, key)?;
+        let (id, org_key, pending) = (entry.record.id.clone(), entry.org_key, entry.pending_seqs());
+        let keys = read::UserKeys {
+            org_key,
+            key,
+            id: &id,
+        };
+        let events = read::user_events(&self.conn, org, keys, &pending)?;
         let confirmed = events
             .iter()
             .filter(|r| r.event.status == EventStatus::Confirmed)
-            .map(|r| (&r.event.regulation, &r.event.body, r.event.stamp()));
-        let state = entry.record.state.refold(confirmed);
-        cmd.entry(key).record.state = state;
-        cmd.changed.insert(key);
-        cmd.write_through.insert(key);
-        Ok(())
+            .map(|r| (&r.event.regulation, &*r.event.body, r.event.stamp()));
+        let entry = self.entry(org, key)?;
+        entry.record.state = entry.record.state.refold(confirmed);
+        self.changed(group, key, now, &mut HashSet::new());
+        self.write_through(group, key)
     }
 
     fn create_user(
         &mut self,
+        group: &mut Group,
         cmd: &mut Cmd,
         org: &OrganizationId,
-        user: &NewUser,
+        user: NewUser,
         now: Timestamp,
-    ) -> Result<UserRecord, StoreError> {
-        let org_key = self.org_key(org)?;
+    ) -> Result<UserRecord, Fail> {
+        let org_key = self.org_key(group, org)?;
         let id = user
             .id
             .clone()
@@ -865,7 +1095,7 @@ impl Writer {
             .find(cmd, org_key, &UserSelector::Id(id.clone()))?
             .is_some()
         {
-            return Err(StoreError::conflict(format!("user '{id}' already exists")));
+            return Err(StoreError::conflict(format!("user '{id}' already exists")).into());
         }
         if let Some(o) = &user.organization_user_id
             && let Some(other) =
@@ -874,7 +1104,8 @@ impl Writer {
             return Err(StoreError::conflict(format!(
                 "organization_user_id '{o}' already belongs to user '{}'",
                 other.id
-            )));
+            ))
+            .into());
         }
         let key = insert_user(
             &self.conn,
@@ -883,74 +1114,83 @@ impl Writer {
             user.organization_user_id.as_deref(),
             now,
         )?;
-        let mut state = UserState::default();
+        cmd.learned.push((
+            org_key,
+            Identity {
+                key,
+                id: id.clone(),
+                organization_user_id: user.organization_user_id.clone(),
+            },
+        ));
         let stamp = Stamp {
             at: now.millis(),
             seq: self.next_seq(now),
         };
+
+        // Phase 2.
+        let mut state = UserState::default();
         state.edit_profile(
             user.metadata.as_ref(),
             user.country.as_deref(),
             user.last_seen_country.as_deref(),
             stamp,
         );
-        cmd.users.insert(
+        self.cache.insert(UserEntry {
             key,
-            UserEntry {
-                key,
-                org_key,
-                record: UserRecord {
-                    id,
-                    organization_id: org.clone(),
-                    organization_user_id: user.organization_user_id.clone(),
-                    version: 0,
-                    created_at: now,
-                    updated_at: now,
-                    state,
-                },
-                pending_seqs: Vec::new(),
+            org_key,
+            record: UserRecord {
+                id,
+                organization_id: org.clone(),
+                organization_user_id: user.organization_user_id,
+                version: 0,
+                created_at: now,
+                updated_at: now,
+                state,
             },
-        );
-        cmd.changed.insert(key);
-        cmd.write_through.insert(key);
-        let mut record = cmd.entry(key).record.clone();
-        record.version += 1;
-        Ok(record)
+            pending: Vec::new(),
+        });
+        self.changed(group, key, now, &mut HashSet::new());
+        fatal(self.write_through(group, key))?;
+        Ok(self.cache.get(key).expect("inserted above").record.clone())
     }
 
     fn patch_user(
         &mut self,
-        group: &Group,
+        group: &mut Group,
         cmd: &mut Cmd,
         org: &OrganizationId,
         user: &UserSelector,
-        patch: &UserPatch,
+        patch: UserPatch,
         now: Timestamp,
-    ) -> Result<UserRecord, StoreError> {
-        let org_key = self.org_key(org)?;
+    ) -> Result<UserRecord, Fail> {
+        let org_key = self.org_key(group, org)?;
         let found = self
             .find(cmd, org_key, user)?
-            .ok_or_else(|| user.not_found())?;
-        self.load(group, cmd, org, found.key)?;
-        let current = cmd.entry(found.key).record.version;
+            .ok_or_else(|| user.not_found())
+            .map_err(StoreError::from)?;
+        let current = self.entry(org, found.key)?.record.version;
         if let Some(v) = patch.version
             && v != current
         {
             return Err(StoreError::conflict(format!(
                 "user '{}' is at version {current}, not {v}; read it again and retry",
                 found.id
-            )));
+            ))
+            .into());
         }
-        if let Some(o) = &patch.organization_user_id
-            && found.organization_user_id.as_deref() != Some(o)
-        {
+        let new_ouid = patch
+            .organization_user_id
+            .clone()
+            .filter(|o| found.organization_user_id.as_ref() != Some(o));
+        if let Some(o) = &new_ouid {
             if let Some(other) =
                 self.find(cmd, org_key, &UserSelector::OrganizationUserId(o.clone()))?
             {
                 return Err(StoreError::conflict(format!(
                     "organization_user_id '{o}' already belongs to user '{}'",
                     other.id
-                )));
+                ))
+                .into());
             }
             self.conn
                 .execute(
@@ -958,7 +1198,6 @@ impl Writer {
                     params![o, found.key],
                 )
                 .map_err(db)?;
-            cmd.entry(found.key).record.organization_user_id = Some(o.clone());
             cmd.forgotten.push((
                 org_key,
                 found.id.clone(),
@@ -977,19 +1216,84 @@ impl Writer {
             at: now.millis(),
             seq: self.next_seq(now),
         };
-        cmd.entry(found.key).record.state.edit_profile(
+
+        // Phase 2.
+        let entry = fatal(self.entry(org, found.key))?;
+        if let Some(o) = new_ouid {
+            entry.record.organization_user_id = Some(o);
+        }
+        entry.record.state.edit_profile(
             patch.metadata.as_ref(),
             patch.country.as_deref(),
             patch.last_seen_country.as_deref(),
             stamp,
         );
-        cmd.changed.insert(found.key);
-        cmd.write_through.insert(found.key);
-        let mut record = cmd.entry(found.key).record.clone();
-        record.version += 1;
-        record.updated_at = now;
+        self.changed(group, found.key, now, &mut HashSet::new());
+        fatal(self.write_through(group, found.key))?;
+        Ok(self.cache.get(found.key).expect("held").record.clone())
+    }
+
+    fn delete_user(
+        &mut self,
+        group: &mut Group,
+        cmd: &mut Cmd,
+        org: &OrganizationId,
+        user: &UserSelector,
+    ) -> Result<UserRecord, Fail> {
+        let org_key = self.org_key(group, org)?;
+        let found = self
+            .find(cmd, org_key, user)?
+            .ok_or_else(|| user.not_found())
+            .map_err(StoreError::from)?;
+        let entry = self.entry(org, found.key)?.clone();
+        let record = entry.record.clone();
+        let seqs: Vec<i64> =
+            read::user_events(&self.conn, org, entry.keys(), &entry.pending_seqs())?
+                .iter()
+                .map(|r| r.event.seq)
+                .collect();
+        cmd.forgotten.push((
+            org_key,
+            record.id.clone(),
+            record.organization_user_id.clone(),
+        ));
+
+        // Phase 2.
+        fatal(self.erase_rows(found.key, &seqs))?;
+        if let Some(entry) = self.cache.get(found.key) {
+            self.pending_events = self.pending_events.saturating_sub(entry.pending.len());
+        }
+        self.cache.remove(found.key);
+        group.touched.remove(&found.key);
+        group.deleted.push(found.key);
         Ok(record)
     }
+
+    fn erase_rows(&self, user_key: i64, seqs: &[i64]) -> Result<(), StoreError> {
+        let mut event = self
+            .conn
+            .prepare_cached("DELETE FROM events WHERE seq = ?1")
+            .map_err(db)?;
+        for seq in seqs {
+            event.execute([seq]).map_err(db)?;
+        }
+        self.conn
+            .execute("DELETE FROM user_events WHERE user_key = ?1", [user_key])
+            .map_err(db)?;
+        self.conn
+            .execute("DELETE FROM users WHERE user_key = ?1", [user_key])
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+fn flushed_seq(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'flushed_seq'",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)
 }
 
 fn insert_user(
@@ -1042,10 +1346,6 @@ fn write_user_row(conn: &Connection, entry: &UserEntry) -> Result<(), StoreError
     })
     .map_err(db)?;
     Ok(())
-}
-
-fn db_from(e: rusqlite::types::FromSqlError) -> StoreError {
-    StoreError::Internal(e.to_string())
 }
 
 fn copy_error(e: &StoreError) -> StoreError {

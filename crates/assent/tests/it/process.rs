@@ -18,7 +18,10 @@ pub struct Process {
 }
 
 /// Starts `assent serve` on a random port over `dir` and waits until it listens.
-#[expect(clippy::zombie_processes, reason = "the child is reaped by Process::kill or its Drop")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by Process::kill or its Drop"
+)]
 pub fn serve(dir: &Path) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_assent"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
