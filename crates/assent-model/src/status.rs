@@ -8,6 +8,7 @@
 use crate::consents::{ChannelChoice, Consents, Metadata, PreferenceValue};
 use crate::event::EventBody;
 use crate::ids::Regulation;
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -52,16 +53,39 @@ fn choose(slot: &mut Option<Leaf<bool>>, choice: Option<bool>, stamp: Stamp) {
     }
 }
 
+/// A small map kept as a sorted vector: a user's status holds many maps of a few entries, and
+/// a tree node per map would cost ten times the memory.
+pub type SmallMap<K, V> = LiteMap<K, V>;
+
 /// Stamped values by key, as metadata objects and preference values are kept.
-pub type StampedMap<T> = BTreeMap<String, Leaf<T>>;
+pub type StampedMap<T> = SmallMap<String, Leaf<T>>;
+
+/// The entry for `key`, inserted empty if missing.
+fn slot<'a, V: Default>(map: &'a mut SmallMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
+/// Sets `map[key]` to `value` unless a newer (or the same) event set it.
+fn set_key<T>(map: &mut StampedMap<T>, key: &str, value: T, stamp: Stamp) {
+    match map.get_mut(key) {
+        Some(Leaf(old, old_stamp)) => {
+            if *old_stamp < stamp {
+                *old = value;
+                *old_stamp = stamp;
+            }
+        }
+        None => {
+            map.insert(key.to_owned(), Leaf(value, stamp));
+        }
+    }
+}
 
 fn merge_keys(map: &mut StampedMap<Value>, metadata: Option<&Metadata>, stamp: Stamp) {
     for (key, value) in metadata.into_iter().flatten() {
-        let mut slot = map.remove(key);
-        set(&mut slot, value.clone(), stamp);
-        if let Some(leaf) = slot {
-            map.insert(key.clone(), leaf);
-        }
+        set_key(map, key, value.clone(), stamp);
     }
 }
 
@@ -77,23 +101,23 @@ fn render_keys(map: &StampedMap<Value>) -> Map<String, Value> {
 pub struct ChannelState {
     #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
     enabled: Option<Leaf<bool>>,
-    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, rename = "m", skip_serializing_if = "SmallMap::is_empty")]
     metadata: StampedMap<Value>,
 }
 
 fn merge_channels(
-    map: &mut BTreeMap<String, ChannelState>,
+    map: &mut SmallMap<String, ChannelState>,
     channels: &[ChannelChoice],
     stamp: Stamp,
 ) {
     for c in channels {
-        let state = map.entry(c.id.clone()).or_default();
+        let state = slot(map, &c.id);
         choose(&mut state.enabled, c.enabled, stamp);
         merge_keys(&mut state.metadata, c.metadata.as_ref(), stamp);
     }
 }
 
-fn render_channels(map: &BTreeMap<String, ChannelState>) -> Vec<ChannelView> {
+fn render_channels(map: &SmallMap<String, ChannelState>) -> Vec<ChannelView> {
     map.iter()
         .map(|(id, c)| ChannelView {
             id: id.clone(),
@@ -108,10 +132,10 @@ fn render_channels(map: &BTreeMap<String, ChannelState>) -> Vec<ChannelView> {
 pub struct PreferenceState {
     #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
     enabled: Option<Leaf<bool>>,
-    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, rename = "m", skip_serializing_if = "SmallMap::is_empty")]
     metadata: StampedMap<Value>,
-    #[serde(default, rename = "c", skip_serializing_if = "BTreeMap::is_empty")]
-    channels: BTreeMap<String, ChannelState>,
+    #[serde(default, rename = "c", skip_serializing_if = "SmallMap::is_empty")]
+    channels: SmallMap<String, ChannelState>,
 }
 
 /// The status of one purpose.
@@ -121,14 +145,14 @@ pub struct PurposeState {
     enabled: Option<Leaf<bool>>,
     #[serde(default, rename = "li", skip_serializing_if = "Option::is_none")]
     enabled_li: Option<Leaf<bool>>,
-    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, rename = "m", skip_serializing_if = "SmallMap::is_empty")]
     metadata: StampedMap<Value>,
-    #[serde(default, rename = "v", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, rename = "v", skip_serializing_if = "SmallMap::is_empty")]
     values: StampedMap<String>,
-    #[serde(default, rename = "p", skip_serializing_if = "BTreeMap::is_empty")]
-    preferences: BTreeMap<String, PreferenceState>,
-    #[serde(default, rename = "c", skip_serializing_if = "BTreeMap::is_empty")]
-    channels: BTreeMap<String, ChannelState>,
+    #[serde(default, rename = "p", skip_serializing_if = "SmallMap::is_empty")]
+    preferences: SmallMap<String, PreferenceState>,
+    #[serde(default, rename = "c", skip_serializing_if = "SmallMap::is_empty")]
+    channels: SmallMap<String, ChannelState>,
 }
 
 /// The status of one vendor.
@@ -143,12 +167,12 @@ pub struct VendorState {
 /// A user's consent status under one regulation, with the stamp of every leaf.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConsentStatus {
-    #[serde(default, rename = "p", skip_serializing_if = "BTreeMap::is_empty")]
-    purposes: BTreeMap<String, PurposeState>,
-    #[serde(default, rename = "c", skip_serializing_if = "BTreeMap::is_empty")]
-    channels: BTreeMap<String, ChannelState>,
-    #[serde(default, rename = "v", skip_serializing_if = "BTreeMap::is_empty")]
-    vendors: BTreeMap<String, VendorState>,
+    #[serde(default, rename = "p", skip_serializing_if = "SmallMap::is_empty")]
+    purposes: SmallMap<String, PurposeState>,
+    #[serde(default, rename = "c", skip_serializing_if = "SmallMap::is_empty")]
+    channels: SmallMap<String, ChannelState>,
+    #[serde(default, rename = "v", skip_serializing_if = "SmallMap::is_empty")]
+    vendors: SmallMap<String, VendorState>,
     #[serde(default, rename = "t", skip_serializing_if = "Option::is_none")]
     tcfcs: Option<Leaf<String>>,
 }
@@ -157,19 +181,15 @@ impl ConsentStatus {
     /// Merges the choices of one event, stamped `stamp`, into this status.
     pub fn merge(&mut self, consents: &Consents, stamp: Stamp) {
         for p in &consents.purposes {
-            let state = self.purposes.entry(p.id.clone()).or_default();
+            let state = slot(&mut self.purposes, &p.id);
             choose(&mut state.enabled, p.enabled, stamp);
             choose(&mut state.enabled_li, p.enabled_li, stamp);
             merge_keys(&mut state.metadata, p.metadata.as_ref(), stamp);
             for (pref, PreferenceValue { value }) in &p.values {
-                let mut slot = state.values.remove(pref);
-                set(&mut slot, value.clone(), stamp);
-                if let Some(leaf) = slot {
-                    state.values.insert(pref.clone(), leaf);
-                }
+                set_key(&mut state.values, pref, value.clone(), stamp);
             }
             for pref in &p.preferences {
-                let pstate = state.preferences.entry(pref.id.clone()).or_default();
+                let pstate = slot(&mut state.preferences, &pref.id);
                 choose(&mut pstate.enabled, pref.enabled, stamp);
                 merge_keys(&mut pstate.metadata, pref.metadata.as_ref(), stamp);
                 merge_channels(&mut pstate.channels, &pref.channels, stamp);
@@ -185,7 +205,7 @@ impl ConsentStatus {
             (&v.disabled_li, false, true),
         ] {
             for id in ids {
-                let state = self.vendors.entry(id.clone()).or_default();
+                let state = slot(&mut self.vendors, id);
                 let slot = if li {
                     &mut state.enabled_li
                 } else {
@@ -336,7 +356,7 @@ pub struct VendorsView {
 /// Profile fields of a user (metadata and countries), with stamps.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
-    #[serde(default, rename = "m", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, rename = "m", skip_serializing_if = "SmallMap::is_empty")]
     metadata: StampedMap<Value>,
     #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
     country: Option<Leaf<String>>,
@@ -365,12 +385,8 @@ impl Profile {
     /// This profile with `other` merged in, leaf by leaf, newest stamp winning.
     fn overlaid(&self, other: &Profile) -> Profile {
         let mut out = self.clone();
-        for (k, Leaf(v, s)) in &other.metadata {
-            let mut slot = out.metadata.remove(k);
-            set(&mut slot, v.clone(), *s);
-            if let Some(leaf) = slot {
-                out.metadata.insert(k.clone(), leaf);
-            }
+        for (k, Leaf(v, s)) in other.metadata.iter() {
+            set_key(&mut out.metadata, k, v.clone(), *s);
         }
         if let Some(Leaf(v, s)) = &other.country {
             set(&mut out.country, v.clone(), *s);
@@ -403,8 +419,8 @@ pub struct UserState {
     from_events: Profile,
     #[serde(default, rename = "pp", skip_serializing_if = "is_default")]
     from_edits: Profile,
-    #[serde(default, rename = "r", skip_serializing_if = "BTreeMap::is_empty")]
-    statuses: BTreeMap<Regulation, ConsentStatus>,
+    #[serde(default, rename = "r", skip_serializing_if = "SmallMap::is_empty")]
+    statuses: SmallMap<Regulation, ConsentStatus>,
 }
 
 fn is_default(p: &Profile) -> bool {
@@ -421,9 +437,13 @@ impl UserState {
             user.last_seen_country.as_deref(),
             stamp,
         );
+        if !self.statuses.contains_key(regulation) {
+            self.statuses
+                .insert(regulation.clone(), ConsentStatus::default());
+        }
         self.statuses
-            .entry(regulation.clone())
-            .or_default()
+            .get_mut(regulation)
+            .expect("inserted above")
             .merge(&body.consents, stamp);
     }
 

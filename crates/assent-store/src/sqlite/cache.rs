@@ -6,10 +6,10 @@ use super::shared::UserEntry;
 use assent_model::user::{Found, UserSelector};
 use std::collections::{HashMap, HashSet};
 
-/// Most clean users kept after a flush.
-const MAX_CLEAN_USERS: usize = 20_000;
-/// Most remembered identities (id or organization user id to user).
-const MAX_IDENTITIES: usize = 200_000;
+/// Most users held in memory beyond the dirty ones (about 2 KiB each).
+const MAX_CLEAN_USERS: usize = 10_000;
+/// Most remembered identities (id or organization user id to user; about 250 bytes each).
+const MAX_IDENTITIES: usize = 50_000;
 
 /// Who a user is, as the writer resolves event references.
 pub type Identity = Found<i64>;
@@ -128,8 +128,14 @@ impl UserCache {
                 entry.pending.clear();
             }
         }
-        if self.entries.len() > MAX_CLEAN_USERS {
-            self.entries.clear();
+        self.bound();
+    }
+
+    /// Forgets clean users once there are too many: they are read again from their rows.
+    pub fn bound(&mut self) {
+        if self.entries.len() > self.dirty.len() + MAX_CLEAN_USERS {
+            let dirty = &self.dirty;
+            self.entries.retain(|key, _| dirty.contains(key));
         }
     }
 

@@ -4,6 +4,7 @@
 mod cache;
 mod codec;
 mod read;
+mod readers;
 mod schema;
 mod shared;
 mod writer;
@@ -40,8 +41,9 @@ pub const SIGNING_KEY_FILE: &str = "signing.key";
 const LOCK_FILE: &str = "assent.lock";
 /// Most write requests waiting for the writer.
 const QUEUE_BOUND: usize = 4096;
-/// Most idle read connections kept open.
-const MAX_IDLE_READERS: usize = 16;
+/// Reader threads, each with its own connection and page cache; more concurrent reads wait
+/// in their queue. Reads take microseconds: two cores gain nothing from more.
+const MAX_READERS: usize = 8;
 
 /// How to open a SQLite store.
 #[derive(Debug, Clone)]
@@ -61,8 +63,8 @@ impl SqliteConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         SqliteConfig {
             data_dir: data_dir.into(),
-            writer_cache_mib: 64,
-            reader_cache_mib: 8,
+            writer_cache_mib: 32,
+            reader_cache_mib: 2,
             writer: WriterConfig::default(),
         }
     }
@@ -70,13 +72,10 @@ impl SqliteConfig {
 
 /// The embedded SQLite implementation of [`Store`].
 pub struct SqliteStore {
-    db_path: PathBuf,
     data_dir: PathBuf,
-    reader_cache_mib: u32,
-    shared: Arc<Shared>,
     jobs: RwLock<Option<mpsc::Sender<Job>>>,
     queue: Arc<Semaphore>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: readers::Readers,
     writer: Mutex<Option<JoinHandle<()>>>,
     _checkpointer: Checkpointer,
     _lock: File,
@@ -223,19 +222,23 @@ impl SqliteStore {
                 "folded events written before the last stop into their users"
             );
         }
+        let db_path = data_dir.join(DATABASE_FILE);
+        let reader_cache = config.reader_cache_mib;
+        let readers = readers::Readers::start(MAX_READERS, shared.clone(), || {
+            let conn = open_connection(&db_path, reader_cache)?;
+            conn.execute_batch("PRAGMA query_only = 1;").map_err(db)?;
+            Ok(conn)
+        })?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("assent-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
-            db_path: data_dir.join(DATABASE_FILE),
             data_dir,
-            reader_cache_mib: config.reader_cache_mib,
-            shared,
             jobs: RwLock::new(Some(tx)),
             queue: Arc::new(Semaphore::new(QUEUE_BOUND)),
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers,
             writer: Mutex::new(Some(handle)),
             _checkpointer: checkpointer,
             _lock: lock,
@@ -273,34 +276,13 @@ impl SqliteStore {
             .map_err(|_| StoreError::Internal("the writer dropped a request".into()))?
     }
 
-    /// Runs `f` on a read connection, on a thread where blocking is fine.
+    /// Runs `f` on a read connection, on a reader thread.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &Shared) -> Result<T, StoreError> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let shared = self.shared.clone();
-        let path = self.db_path.clone();
-        let cache = self.reader_cache_mib;
-        tokio::task::spawn_blocking(move || {
-            let conn = match readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-                Some(conn) => conn,
-                None => {
-                    let conn = open_connection(&path, cache)?;
-                    conn.execute_batch("PRAGMA query_only = 1;").map_err(db)?;
-                    conn
-                }
-            };
-            let result = f(&conn, &shared);
-            let mut idle = readers.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+        self.readers.run(f).await
     }
 }
 
@@ -326,12 +308,10 @@ fn all_events_of(
     org: &OrganizationId,
     entry: &shared::UserEntry,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
-    Ok(
-        read::user_events(conn, org, entry.keys(), &entry.pending_seqs())?
-            .into_iter()
-            .map(|r| r.event)
-            .collect(),
-    )
+    Ok(read::user_events(conn, org, entry.keys(), &entry.pending)?
+        .into_iter()
+        .map(|r| r.event)
+        .collect())
 }
 
 fn encode_cursor(key: i64) -> String {
@@ -597,7 +577,7 @@ impl Store for SqliteStore {
                     after = row.key;
                     let mut entry = row;
                     if let Some(fresh) = shared.overlay.get(entry.key) {
-                        entry.freshen(&fresh);
+                        read::freshen(conn, &mut entry, &fresh)?;
                     }
                     let doc = serde_json::to_value(entry.record.view(&query.regulation))
                         .map_err(|e| StoreError::Internal(e.to_string()))?;

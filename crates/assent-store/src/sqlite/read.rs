@@ -1,7 +1,7 @@
 //! Queries shared by the writer and the readers.
 
 use super::codec::{StoredId, json_error, read_id, seq_time, status_of};
-use super::shared::{Shared, UserEntry};
+use super::shared::{Fresh, Shared, UserEntry};
 use crate::{ApiKey, StoreError};
 use assent_model::user::{Found, UserRecord, UserSelector};
 use assent_model::{
@@ -117,9 +117,48 @@ pub fn current_user(
     let fresh = shared.overlay.get(key);
     let mut entry = user_row(conn, org, key)?;
     if let (Some(entry), Some(fresh)) = (&mut entry, fresh) {
-        entry.freshen(&fresh);
+        freshen(conn, entry, &fresh)?;
     }
     Ok(entry)
+}
+
+/// Brings a user read from its row up to date with what the overlay knows: folds in the events
+/// appended since the row was written. Folding an event the row already holds changes nothing,
+/// so a row written in between is safe too; an event deleted in between is simply gone.
+pub fn freshen(conn: &Connection, entry: &mut UserEntry, fresh: &Fresh) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT created_at, status, regulation, body FROM events WHERE seq = ?1 AND user_key = ?2",
+        )
+        .map_err(db)?;
+    for seq in &fresh.pending {
+        let row = stmt
+            .query_row(params![seq, entry.key], |r| {
+                let body: EventBody = serde_json::from_slice(r.get_ref(3)?.as_blob()?)
+                    .map_err(|e| json_error(3, e))?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    body,
+                ))
+            })
+            .optional()
+            .map_err(db)?;
+        if let Some((at, status, regulation, body)) = row
+            && status_of(status) == assent_model::EventStatus::Confirmed
+        {
+            let regulation = Regulation::parse(&regulation).unwrap_or_default();
+            entry
+                .record
+                .state
+                .apply(&regulation, &body, assent_model::Stamp { at, seq: *seq });
+        }
+    }
+    entry.record.version = entry.record.version.max(fresh.version);
+    entry.record.updated_at = entry.record.updated_at.max(fresh.updated_at);
+    entry.pending = fresh.pending.clone();
+    Ok(())
 }
 
 /// A page of user rows of an organization after `after_key`, in key order.

@@ -2,25 +2,9 @@
 //! tells readers what the rows on disk do not say yet.
 
 use assent_model::user::UserRecord;
-use assent_model::{EventBody, OrganizationId, Regulation, Stamp, Timestamp};
+use assent_model::{OrganizationId, Timestamp};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-
-/// An event appended since the last flush: in the log on disk, not yet folded into its user's
-/// row nor listed in `user_events`.
-#[derive(Debug)]
-pub struct PendingEvent {
-    /// Arrival number (the event's key in the log).
-    pub seq: i64,
-    /// Confirmed events change the status; pending-approval ones are only listed.
-    pub confirmed: bool,
-    /// The regulation of the event.
-    pub regulation: Regulation,
-    /// The event's place in the fold order.
-    pub stamp: Stamp,
-    /// The content.
-    pub body: Arc<EventBody>,
-}
 
 /// A user as the store holds it in memory.
 #[derive(Debug, Clone)]
@@ -31,38 +15,21 @@ pub struct UserEntry {
     pub org_key: i64,
     /// The user and everything derived about it.
     pub record: UserRecord,
-    /// Events appended since the last flush.
-    pub pending: Vec<Arc<PendingEvent>>,
+    /// Arrival numbers of the events appended since the user's row was last written: in the
+    /// log on disk, not yet folded into the row nor listed in `user_events`.
+    pub pending: Vec<i64>,
 }
 
-impl UserEntry {
-    /// Arrival numbers of the events appended since the last flush.
-    pub fn pending_seqs(&self) -> Vec<i64> {
-        self.pending.iter().map(|p| p.seq).collect()
-    }
-
-    /// Brings a user read from its row up to date with what the overlay knows. Folding an event
-    /// the row already contains changes nothing, so a row newer than the overlay is safe too.
-    pub fn freshen(&mut self, fresh: &Fresh) {
-        for p in fresh.pending.iter().filter(|p| p.confirmed) {
-            self.record.state.apply(&p.regulation, &p.body, p.stamp);
-        }
-        self.record.version = self.record.version.max(fresh.version);
-        self.record.updated_at = self.record.updated_at.max(fresh.updated_at);
-        self.pending = fresh.pending.clone();
-    }
-}
-
-/// What readers must add to a user's row: the events appended since the last flush, and the
-/// user's current version.
+/// What readers must add to a user's row: the events appended since the row was written (they
+/// read them from the log and fold them in), and the user's current version.
 #[derive(Debug)]
 pub struct Fresh {
     /// The user's version.
     pub version: i64,
     /// When the user last changed.
     pub updated_at: Timestamp,
-    /// Events appended since the last flush, in arrival order.
-    pub pending: Vec<Arc<PendingEvent>>,
+    /// Arrival numbers of the events appended since the row was written.
+    pub pending: Vec<i64>,
 }
 
 /// Users whose row on disk is older than the event log. The writer updates it after each

@@ -21,7 +21,7 @@
 use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
 use super::read::{self, db};
-use super::shared::{Fresh, PendingEvent, Shared, UserEntry};
+use super::shared::{Fresh, Shared, UserEntry};
 use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
 use assent_model::query::EventsQuery;
@@ -151,7 +151,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             max_group_events: 10_000,
-            flush_events: 50_000,
+            flush_events: 100_000,
             flush_users: 20_000,
             idle_flush: Duration::from_millis(20),
             flush_chunk_users: 500,
@@ -206,6 +206,8 @@ struct Cmd {
 /// A flush spread over groups: the users still to write, and the last event it covers.
 struct FlushCycle {
     upto: i64,
+    /// How many users the cycle started with.
+    size: usize,
     /// Keys still to write, the next ones at the end.
     keys: Vec<i64>,
 }
@@ -281,15 +283,10 @@ impl Writer {
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
             )
             .map_err(|e| StoreError::Internal(format!("event {seq}: {e}")))?;
-            let pending = PendingEvent {
+            let confirmed = row.get::<_, i64>(3).map_err(db)? == 0;
+            let stamp = Stamp {
+                at: row.get(2).map_err(db)?,
                 seq,
-                confirmed: row.get::<_, i64>(3).map_err(db)? == 0,
-                regulation,
-                stamp: Stamp {
-                    at: row.get(2).map_err(db)?,
-                    seq,
-                },
-                body: Arc::new(body),
             };
             if self.cache.get(user_key).is_none() {
                 let entry = read::user_row(&self.conn, &org, user_key)?.ok_or_else(|| {
@@ -298,16 +295,13 @@ impl Writer {
                 self.cache.insert(entry);
             }
             let entry = self.cache.get_mut(user_key).expect("inserted above");
-            if pending.confirmed {
-                entry
-                    .record
-                    .state
-                    .apply(&pending.regulation, &pending.body, pending.stamp);
+            if confirmed {
+                entry.record.state.apply(&regulation, &body, stamp);
                 // Versions only need to grow: count one per replayed event.
                 entry.record.version += 1;
                 entry.record.updated_at = entry.record.updated_at.max(seq_time(seq));
             }
-            entry.pending.push(Arc::new(pending));
+            entry.pending.push(seq);
             self.cache.mark_dirty(user_key);
             count += 1;
         }
@@ -370,12 +364,7 @@ impl Writer {
         let mut index: Vec<(i64, i64, i64)> = Vec::with_capacity(self.pending_events);
         for entry in self.cache.dirty() {
             write_user_row(&tx, entry)?;
-            index.extend(
-                entry
-                    .pending
-                    .iter()
-                    .map(|p| (entry.org_key, entry.key, p.seq)),
-            );
+            index.extend(entry.pending.iter().map(|s| (entry.org_key, entry.key, *s)));
         }
         index.sort_unstable();
         write_index(&tx, &index)?;
@@ -460,13 +449,17 @@ impl Writer {
             keys.reverse();
             self.cycle = Some(FlushCycle {
                 upto: self.last_seq,
+                size: keys.len(),
                 keys,
             });
         }
         let Some(cycle) = &mut self.cycle else {
             return Ok(());
         };
-        let take = cycle.keys.len().min(self.config.flush_chunk_users);
+        // Big cycles take big chunks, so that a cycle ends within a few groups and the dirty
+        // users of a workload with many users cannot pile up faster than they are written.
+        let chunk = self.config.flush_chunk_users.max(cycle.size / 8);
+        let take = cycle.keys.len().min(chunk);
         let chunk = cycle.keys.split_off(cycle.keys.len() - take);
         let done = cycle.keys.is_empty().then_some(cycle.upto);
         let mut index = Vec::new();
@@ -476,7 +469,7 @@ impl Writer {
             }
             if let Some(entry) = self.cache.get_mut(key) {
                 write_user_row(&self.conn, entry)?;
-                index.extend(entry.pending.iter().map(|p| (entry.org_key, key, p.seq)));
+                index.extend(entry.pending.iter().map(|s| (entry.org_key, key, *s)));
                 entry.pending.clear();
             }
             self.cache.mark_clean(key);
@@ -485,6 +478,7 @@ impl Writer {
         index.sort_unstable();
         write_index(&self.conn, &index)?;
         self.pending_events = self.pending_events.saturating_sub(index.len());
+        self.cache.bound();
         if let Some(upto) = done {
             self.conn
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'flushed_seq'")
@@ -619,7 +613,7 @@ impl Writer {
                 };
                 let entry = self.entry(&org, found.key)?.clone();
                 let doomed: Vec<i64> =
-                    read::user_events(&self.conn, &org, entry.keys(), &entry.pending_seqs())?
+                    read::user_events(&self.conn, &org, entry.keys(), &entry.pending)?
                         .into_iter()
                         .filter(|r| query.selects(&r.event))
                         .map(|r| r.event.seq)
@@ -735,7 +729,7 @@ impl Writer {
         let index: Vec<(i64, i64, i64)> = entry
             .pending
             .iter()
-            .map(|p| (entry.org_key, entry.key, p.seq))
+            .map(|s| (entry.org_key, entry.key, *s))
             .collect();
         write_index(&self.conn, &index)?;
         entry.pending.clear();
@@ -865,13 +859,7 @@ impl Writer {
                 entry.record.state.apply(&input.regulation, &body, stamp);
             }
             let user_id = entry.record.id.clone();
-            entry.pending.push(Arc::new(PendingEvent {
-                seq,
-                confirmed,
-                regulation: input.regulation.clone(),
-                stamp,
-                body: body.clone(),
-            }));
+            entry.pending.push(seq);
             self.cache.mark_dirty(key);
             group.appended += 1;
             if confirmed {
@@ -1046,7 +1034,7 @@ impl Writer {
         }
         let entry = self.entry(org, user_key)?;
         let before = entry.pending.len();
-        entry.pending.retain(|p| !seqs.contains(&p.seq));
+        entry.pending.retain(|s| !seqs.contains(s));
         let removed = before - entry.pending.len();
         self.pending_events = self.pending_events.saturating_sub(removed);
         self.recompute(group, org, user_key, now)
@@ -1061,7 +1049,11 @@ impl Writer {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let entry = self.entry(org, key)?;
-        let (id, org_key, pending) = (entry.record.id.clone(), entry.org_key, entry.pending_seqs());
+        let (id, org_key, pending) = (
+            entry.record.id.clone(),
+            entry.org_key,
+            entry.pending.clone(),
+        );
         let keys = read::UserKeys {
             org_key,
             key,
@@ -1247,11 +1239,10 @@ impl Writer {
             .map_err(StoreError::from)?;
         let entry = self.entry(org, found.key)?.clone();
         let record = entry.record.clone();
-        let seqs: Vec<i64> =
-            read::user_events(&self.conn, org, entry.keys(), &entry.pending_seqs())?
-                .iter()
-                .map(|r| r.event.seq)
-                .collect();
+        let seqs: Vec<i64> = read::user_events(&self.conn, org, entry.keys(), &entry.pending)?
+            .iter()
+            .map(|r| r.event.seq)
+            .collect();
         cmd.forgotten.push((
             org_key,
             record.id.clone(),

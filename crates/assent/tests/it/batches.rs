@@ -300,3 +300,46 @@ async fn deletions_patches_and_edits_survive_a_restart() {
     assert_eq!(ids, ["a", "pending"]);
     server.stop().await;
 }
+
+/// A client that dies in the middle of its request body must leave nothing behind.
+#[tokio::test]
+async fn a_request_cut_off_mid_body_writes_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let body = serde_json::to_vec(&json!([
+        {"id": "cut-1", "user": {"id": "cut-user-1"}, "consents": {"purposes": [{"id": "p", "enabled": true}]}},
+        {"id": "cut-2", "user": {"id": "cut-user-2"}, "consents": {"purposes": [{"id": "p", "enabled": true}]}}
+    ]))
+    .unwrap();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/consents/events?organization_id={} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        api.org,
+        api.token,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() - 10]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        api.user_status_code("cut-user-1").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(api.event_status_code("cut-1").await, StatusCode::NOT_FOUND);
+    // The same request sent whole is accepted: the server is fine.
+    let (status, _) = api
+        .send_bytes(
+            reqwest::Method::POST,
+            "/v1/consents/events",
+            Some("application/json"),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.event_status_code("cut-2").await, StatusCode::OK);
+}

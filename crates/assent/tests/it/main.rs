@@ -3,6 +3,7 @@
 
 mod auth;
 mod batches;
+mod cli;
 mod common;
 mod concurrency;
 mod crash;
