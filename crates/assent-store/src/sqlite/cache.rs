@@ -7,9 +7,9 @@ use assent_model::user::{Found, UserSelector};
 use std::collections::{HashMap, HashSet};
 
 /// Most users held in memory beyond the dirty ones (about 2 KiB each).
-const MAX_CLEAN_USERS: usize = 10_000;
+const MAX_CLEAN_USERS: usize = 5_000;
 /// Most remembered identities (id or organization user id to user; about 250 bytes each).
-const MAX_IDENTITIES: usize = 50_000;
+const MAX_IDENTITIES: usize = 20_000;
 
 /// Who a user is, as the writer resolves event references.
 pub type Identity = Found<i64>;

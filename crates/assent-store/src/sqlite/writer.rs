@@ -152,7 +152,7 @@ impl Default for WriterConfig {
         WriterConfig {
             max_group_events: 10_000,
             flush_events: 100_000,
-            flush_users: 20_000,
+            flush_users: 15_000,
             idle_flush: Duration::from_millis(20),
             flush_chunk_users: 500,
         }
