@@ -5,6 +5,8 @@
 //! once it is durable, a batch is applied entirely or not at all, and no call ever reads or
 //! writes outside the organization it is given.
 
+pub mod copy;
+pub mod postgres;
 pub mod sqlite;
 
 use assent_model::event::EventPatch;
@@ -94,6 +96,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new API key, creating its organization if needed.
     async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError>;
+
+    /// Stores the first API key of a fresh store: only if no organization exists yet, and
+    /// once even when several servers start together. Returns whether it was stored.
+    async fn create_first_api_key(&self, key: ApiKey) -> Result<bool, StoreError>;
 
     /// Finds an API key by its public key string.
     async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError>;

@@ -1,9 +1,8 @@
 //! Command-line interface.
 
-use crate::serve::ServeArgs;
+use crate::serve::{ServeArgs, StoreArgs};
 use assent_model::OrganizationId;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
 
 /// Assent: consent and preference management compatible with the Didomi Consents API.
 #[derive(Debug, Parser)]
@@ -22,6 +21,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Apply the schema migrations and stop; or, with `--from` and `--to`, copy an embedded
+    /// store into PostgreSQL.
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 /// `assent keys ...`
@@ -41,13 +43,13 @@ pub struct KeysCreateArgs {
     /// A name to recognise the key by.
     #[arg(long)]
     pub name: Option<String>,
-    /// The data directory of the store.
-    #[arg(long, env = "ASSENT_DATA_DIR", default_value = "assent-data")]
-    pub data_dir: PathBuf,
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Runs `assent keys create`: returns the JSON line to print.
-pub fn create_key(args: &KeysCreateArgs) -> Result<String, String> {
+pub async fn create_key(args: &KeysCreateArgs) -> Result<String, String> {
     let org =
         OrganizationId::parse(&args.organization).map_err(|e| format!("--organization {e}"))?;
     if let Some(name) = &args.name
@@ -56,8 +58,26 @@ pub fn create_key(args: &KeysCreateArgs) -> Result<String, String> {
         return Err(format!("--name {e}"));
     }
     let issued = assent_server::keys::issue(org, args.name.clone());
-    assent_store::sqlite::create_api_key_offline(&args.data_dir, &issued.record)
-        .map_err(|e| format!("cannot store the key in {}: {e}", args.data_dir.display()))?;
+    match args.store.postgres()? {
+        Some(config) => {
+            use assent_store::Store;
+            let store = assent_store::postgres::PgStore::connect(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .create_api_key(issued.record.clone())
+                .await
+                .map_err(|e| format!("cannot store the key: {e}"))?;
+        }
+        // Straight into the file: this works while a server runs on the same directory.
+        None => assent_store::sqlite::create_api_key_offline(&args.store.data_dir, &issued.record)
+            .map_err(|e| {
+                format!(
+                    "cannot store the key in {}: {e}",
+                    args.store.data_dir.display()
+                )
+            })?,
+    }
     Ok(key_json(&issued))
 }
 

@@ -1,7 +1,8 @@
 //! The `assent` command: wires configuration, store and server together.
 
 pub mod cli;
+pub mod migrate;
 pub mod serve;
 
 pub use cli::{Cli, Command};
-pub use serve::{RunningServer, ServeArgs};
+pub use serve::{RunningServer, ServeArgs, StoreArgs};

@@ -19,9 +19,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Keys(KeysCommand::Create(args)) => {
-            create_key(&args).map(|line| println!("{line}"))
-        }
+        Command::Keys(KeysCommand::Create(args)) => runtime()
+            .and_then(|rt| rt.block_on(create_key(&args)))
+            .map(|line| println!("{line}")),
+        Command::Migrate(args) => runtime().and_then(|rt| rt.block_on(assent::migrate::run(args))),
         Command::Serve(args) => serve(args),
     };
     match result {
@@ -33,12 +34,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: assent::ServeArgs) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn serve(args: assent::ServeArgs) -> Result<(), String> {
+    runtime()?.block_on(async {
         let server = assent::serve::start(args).await?;
         if let Some(key) = &server.bootstrap_key {
             println!(

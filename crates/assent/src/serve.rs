@@ -4,6 +4,7 @@
 use assent_model::OrganizationId;
 use assent_server::keys;
 use assent_store::Store;
+use assent_store::postgres::{PgStore, PostgresConfig};
 use assent_store::sqlite::{SqliteConfig, SqliteStore};
 use clap::Args;
 use std::net::SocketAddr;
@@ -12,15 +13,77 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Where the data lives: the embedded SQLite store, or a PostgreSQL database.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite store (created if missing); ignored with
+    /// `--database-url`.
+    #[arg(long, env = "ASSENT_DATA_DIR", default_value = "assent-data")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://user:password@host:port/database`): use that database
+    /// instead of the embedded store. Many servers may share it.
+    #[arg(long, env = "ASSENT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "ASSENT_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+}
+
+impl StoreArgs {
+    /// An embedded store in `dir`.
+    pub fn sqlite(dir: impl Into<PathBuf>) -> Self {
+        StoreArgs {
+            data_dir: dir.into(),
+            database_url: None,
+            database_pool_size: 16,
+        }
+    }
+
+    /// The PostgreSQL configuration, when a database URL is given.
+    pub fn postgres(&self) -> Result<Option<PostgresConfig>, String> {
+        match &self.database_url {
+            None => Ok(None),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Some(PostgresConfig {
+                    url: url.clone(),
+                    pool_size: self.database_pool_size,
+                }))
+            }
+            Some(_) => {
+                Err("the database URL must start with postgres:// or postgresql://".to_owned())
+            }
+        }
+    }
+
+    /// Opens the store, migrating its schema.
+    pub async fn open(&self) -> Result<Arc<dyn Store>, String> {
+        match self.postgres()? {
+            Some(config) => Ok(Arc::new(
+                PgStore::connect(&config).await.map_err(|e| e.to_string())?,
+            )),
+            None => {
+                let config = SqliteConfig::new(&self.data_dir);
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(config))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| {
+                        format!("cannot open the store in {}: {e}", self.data_dir.display())
+                    })?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
 /// Arguments of `assent serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ASSENT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Directory of the embedded store (created if missing).
-    #[arg(long, env = "ASSENT_DATA_DIR", default_value = "assent-data")]
-    pub data_dir: PathBuf,
+    /// Where the data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// A server started by [`start`].
@@ -66,12 +129,7 @@ impl RunningServer {
 
 /// Opens the store, bootstraps it, binds the address and serves in a background task.
 pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
-    let config = SqliteConfig::new(&args.data_dir);
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(config))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = args.store.open().await?;
     let bootstrap_key = bootstrap(store.as_ref()).await?;
     let signing_key = store
         .signing_key()
@@ -101,20 +159,22 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
     })
 }
 
-/// On a store with no organization, creates organization `default` and its first key.
+/// On a store with no organization, creates organization `default` and its first key (once,
+/// even when several servers start together on one database).
 async fn bootstrap(store: &dyn Store) -> Result<Option<keys::IssuedKey>, String> {
-    let count = store
+    if store
         .organization_count()
         .await
-        .map_err(|e| format!("cannot read the store: {e}"))?;
-    if count > 0 {
+        .map_err(|e| format!("cannot read the store: {e}"))?
+        > 0
+    {
         return Ok(None);
     }
     let org = OrganizationId::parse("default").expect("'default' is a valid organization id");
     let issued = keys::issue(org, Some("bootstrap".into()));
-    store
-        .create_api_key(issued.record.clone())
+    let created = store
+        .create_first_api_key(issued.record.clone())
         .await
         .map_err(|e| format!("cannot create the first API key: {e}"))?;
-    Ok(Some(issued))
+    Ok(created.then_some(issued))
 }

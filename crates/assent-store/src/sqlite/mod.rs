@@ -2,7 +2,7 @@
 //! commit, a pool of read connections.
 
 mod cache;
-mod codec;
+pub(crate) mod codec;
 mod read;
 mod readers;
 mod schema;
@@ -299,7 +299,8 @@ fn current_user_of(
 ) -> Result<shared::UserEntry, StoreError> {
     let org_key = read::org_key(conn, shared, org)?.ok_or_else(|| user.not_found())?;
     let found = read::find_user(conn, org_key, user)?.ok_or_else(|| user.not_found())?;
-    read::current_user(conn, shared, org, found.key)?.ok_or_else(|| user.not_found().into())
+    read::current_user(conn, shared, org, org_key, found.key)?
+        .ok_or_else(|| user.not_found().into())
 }
 
 /// Every event of a user; the overlay is read before the index so nothing falls in between.
@@ -386,6 +387,14 @@ impl Store for SqliteStore {
             Reply::ApiKey(k) => Ok(k),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn create_first_api_key(&self, key: ApiKey) -> Result<bool, StoreError> {
+        // One server per data directory: no other process can create the first key meanwhile.
+        if self.organization_count().await? > 0 {
+            return Ok(false);
+        }
+        self.create_api_key(key).await.map(|_| true)
     }
 
     async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -575,10 +584,11 @@ impl Store for SqliteStore {
                 let exhausted = batch.len() < 500;
                 for row in batch {
                     after = row.key;
-                    let mut entry = row;
-                    if let Some(fresh) = shared.overlay.get(entry.key) {
-                        read::freshen(conn, &mut entry, &fresh)?;
-                    }
+                    // Read again overlay first, then row: the page may predate a flush.
+                    let Some(entry) = read::current_user(conn, shared, &org, org_key, row.key)?
+                    else {
+                        continue;
+                    };
                     let doc = serde_json::to_value(entry.record.view(&query.regulation))
                         .map_err(|e| StoreError::Internal(e.to_string()))?;
                     if query.filter.matches(&doc) {

@@ -106,16 +106,18 @@ pub fn user_row(
     .map_err(db)
 }
 
-/// The current user of `key`: its row, brought up to date with the overlay.
+/// The current user of `key` in organization `org_key`: its row, brought up to date with the
+/// overlay.
 pub fn current_user(
     conn: &Connection,
     shared: &Shared,
     org: &OrganizationId,
+    org_key: i64,
     key: i64,
 ) -> Result<Option<UserEntry>, StoreError> {
     // The overlay first: a flush in between makes the row newer, never older.
     let fresh = shared.overlay.get(key);
-    let mut entry = user_row(conn, org, key)?;
+    let mut entry = user_row(conn, org, key)?.filter(|e| e.org_key == org_key);
     if let (Some(entry), Some(fresh)) = (&mut entry, fresh) {
         freshen(conn, entry, &fresh)?;
     }

@@ -36,9 +36,10 @@ CREATE TABLE api_keys (
 ) STRICT, WITHOUT ROWID;
 
 -- One row per user. `state` holds the profile and the status per regulation, with the stamp
--- of every leaf (see assent_model::status); it is current up to meta.flushed_seq.
+-- of every leaf (see assent_model::status); it is current up to meta.flushed_seq. Keys are
+-- never reused (AUTOINCREMENT): a key held in memory can never name a later user.
 CREATE TABLE users (
-    user_key             INTEGER PRIMARY KEY,
+    user_key             INTEGER PRIMARY KEY AUTOINCREMENT,
     org_key              INTEGER NOT NULL,
     id                   TEXT NOT NULL,
     organization_user_id TEXT,

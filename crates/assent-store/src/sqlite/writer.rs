@@ -201,6 +201,8 @@ struct Cmd {
     learned: Vec<(i64, Identity)>,
     /// Identities to forget once the command succeeds.
     forgotten: Vec<(i64, String, Option<String>)>,
+    /// Organization keys to share with readers once the group commits.
+    new_orgs: Vec<(OrganizationId, i64)>,
 }
 
 /// A flush spread over groups: the users still to write, and the last event it covers.
@@ -226,6 +228,9 @@ pub struct Writer {
     last_checkpoint: std::time::Instant,
     /// The checkpointer pass the writer last saw.
     seen_checkpoints: u64,
+    /// True while the writer's memory could not be rebuilt from disk: writes are refused
+    /// (and nothing is flushed) until a replay succeeds.
+    broken: bool,
     cache: UserCache,
     pending_events: usize,
 }
@@ -250,6 +255,7 @@ impl Writer {
             cycle: None,
             last_checkpoint: std::time::Instant::now(),
             seen_checkpoints: 0,
+            broken: false,
             cache: UserCache::default(),
             pending_events: 0,
         })
@@ -297,10 +303,12 @@ impl Writer {
             let entry = self.cache.get_mut(user_key).expect("inserted above");
             if confirmed {
                 entry.record.state.apply(&regulation, &body, stamp);
-                // Versions only need to grow: count one per replayed event.
-                entry.record.version += 1;
-                entry.record.updated_at = entry.record.updated_at.max(seq_time(seq));
             }
+            // Versions only need to grow. Every change held only in memory came with an
+            // appended event (even a pending one, which may have created the user or attached
+            // an organization user id), so one bump per replayed event is never fewer.
+            entry.record.version += 1;
+            entry.record.updated_at = entry.record.updated_at.max(seq_time(seq));
             entry.pending.push(seq);
             self.cache.mark_dirty(user_key);
             count += 1;
@@ -347,6 +355,10 @@ impl Writer {
     }
 
     fn flush_logged(&mut self) {
+        if self.broken {
+            self.recover();
+            return;
+        }
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, "flushing users failed; will retry");
         }
@@ -383,6 +395,17 @@ impl Writer {
     }
 
     fn run_group(&mut self, jobs: Vec<Job>) {
+        if self.broken {
+            self.recover();
+        }
+        if self.broken {
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable(
+                    "the store is recovering from a disk error; retry later".into(),
+                )));
+            }
+            return;
+        }
         let now = Timestamp::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = db(e);
@@ -517,31 +540,37 @@ impl Writer {
 
     /// Tells readers what the group changed.
     fn publish(&self, group: &Group) {
-        let mut changes: Vec<(i64, Option<Arc<Fresh>>)> = group
-            .touched
-            .iter()
-            .filter_map(|key| {
-                let entry = self.cache.get(*key)?;
-                let fresh = (!entry.pending.is_empty()).then(|| {
+        // Deletions first: a key freed in this group never comes back (the users table counts
+        // keys up), but keep the order safe anyway.
+        let mut changes: Vec<(i64, Option<Arc<Fresh>>)> =
+            group.deleted.iter().map(|k| (*k, None)).collect();
+        changes.extend(group.touched.iter().map(|key| {
+            // A user no longer held (evicted after being written) has a current row.
+            let fresh = self.cache.get(*key).and_then(|entry| {
+                (!entry.pending.is_empty()).then(|| {
                     Arc::new(Fresh {
                         version: entry.record.version,
                         updated_at: entry.record.updated_at,
                         pending: entry.pending.clone(),
                     })
-                });
-                Some((*key, fresh))
-            })
-            .collect();
-        changes.extend(group.deleted.iter().map(|k| (*k, None)));
+                })
+            });
+            (*key, fresh)
+        }));
         self.shared.overlay.update(changes);
     }
 
-    /// Rebuilds the writer's memory from disk after a failed group.
+    /// Rebuilds the writer's memory from disk after a failed group. Until it succeeds, writes
+    /// are refused: memory that misses events must neither serve nor flush.
     fn recover(&mut self) {
         self.cache.clear();
         self.cycle = None;
-        if let Err(e) = self.replay() {
-            tracing::error!(error = %e, "rebuilding users from the event log failed");
+        match self.replay() {
+            Ok(_) => self.broken = false,
+            Err(e) => {
+                self.broken = true;
+                tracing::error!(error = %e, "rebuilding users from the event log failed; writes are refused until it succeeds");
+            }
         }
     }
 
@@ -551,22 +580,36 @@ impl Writer {
         command: Command,
         now: Timestamp,
     ) -> Result<Reply, StoreError> {
-        self.step("SAVEPOINT command")?;
+        // A savepoint that cannot be taken, released or rolled back leaves the transaction in
+        // a state memory does not know: the whole group fails.
+        if let Err(e) = self.step("SAVEPOINT command") {
+            group.poisoned = true;
+            return Err(e);
+        }
         let mut cmd = Cmd::default();
         match self.execute(group, &mut cmd, command, now) {
             Ok(reply) => {
-                self.step("RELEASE command")?;
+                if let Err(e) = self.step("RELEASE command") {
+                    group.poisoned = true;
+                    return Err(e);
+                }
                 for (org_key, id, ouid) in cmd.forgotten {
                     self.cache.forget(org_key, &id, ouid.as_deref());
                 }
                 for (org_key, who) in cmd.learned {
                     self.cache.remember(org_key, who);
                 }
+                group.new_orgs.append(&mut cmd.new_orgs);
                 Ok(reply)
             }
             Err(Fail::Refuse(e)) => {
-                self.step("ROLLBACK TO command")?;
-                self.step("RELEASE command")?;
+                if let Err(rollback) = self
+                    .step("ROLLBACK TO command")
+                    .and_then(|()| self.step("RELEASE command"))
+                {
+                    group.poisoned = true;
+                    return Err(rollback);
+                }
                 Err(e)
             }
             Err(Fail::Poison(e)) => {
@@ -596,17 +639,17 @@ impl Writer {
                 .append(group, cmd, &org, events, now)
                 .map(Reply::Events),
             Command::PatchEvent { org, id, patch } => self
-                .patch_event(group, &org, &id, &patch, now)
+                .patch_event(group, cmd, &org, &id, &patch, now)
                 .map(|e| Reply::Event(Box::new(e))),
             Command::DeleteEvent { org, id } => {
-                let org_key = self.org_key(group, &org)?;
+                let org_key = self.org_key(cmd, &org)?;
                 let row = read::event_by_id(&self.conn, &org, org_key, &id)?
                     .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
                 fatal(self.delete_events_of(group, &org, row.user_key, &[row.event.seq], now))?;
                 Ok(Reply::Deleted(1))
             }
             Command::DeleteEvents { org, query } => {
-                let org_key = self.org_key(group, &org)?;
+                let org_key = self.org_key(cmd, &org)?;
                 // A user that does not exist has no events to delete.
                 let Some(found) = self.find(cmd, org_key, &query.user)? else {
                     return Ok(Reply::Deleted(0));
@@ -633,7 +676,7 @@ impl Writer {
                 .delete_user(group, cmd, &org, &user)
                 .map(|u| Reply::User(Box::new(u))),
             Command::CreateApiKey(key) => {
-                let org_key = self.org_key(group, &key.organization_id)?;
+                let org_key = self.org_key(cmd, &key.organization_id)?;
                 self.conn
                     .execute(
                         "INSERT INTO api_keys (org_key, id, key, name, enabled, secret_hash, created_at, updated_at)
@@ -655,22 +698,32 @@ impl Writer {
         }
     }
 
-    /// The key of `org`, creating the organization if it does not exist yet.
-    fn org_key(&self, group: &mut Group, org: &OrganizationId) -> Result<i64, StoreError> {
-        if let Some(key) = read::org_key(&self.conn, &self.shared, org)? {
+    /// The key of `org`, creating the organization if it does not exist yet. Only keys of
+    /// committed rows are shared with readers (after the group commits).
+    fn org_key(&self, cmd: &mut Cmd, org: &OrganizationId) -> Result<i64, StoreError> {
+        if let Some(key) = self.shared.orgs.get(org) {
             return Ok(key);
         }
-        if let Some((_, key)) = group.new_orgs.iter().find(|(o, _)| o == org) {
-            return Ok(*key);
-        }
-        self.conn
-            .execute(
-                "INSERT INTO organizations (id, created_at) VALUES (?1, ?2)",
-                params![org.as_str(), Timestamp::now().millis()],
-            )
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT org_key FROM organizations WHERE id = ?1")
+            .and_then(|mut s| {
+                rusqlite::OptionalExtension::optional(s.query_row([org.as_str()], |r| r.get(0)))
+            })
             .map_err(db)?;
-        let key = self.conn.last_insert_rowid();
-        group.new_orgs.push((org.clone(), key));
+        let key = match found {
+            Some(key) => key,
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT INTO organizations (id, created_at) VALUES (?1, ?2)",
+                        params![org.as_str(), Timestamp::now().millis()],
+                    )
+                    .map_err(db)?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        cmd.new_orgs.push((org.clone(), key));
         Ok(key)
     }
 
@@ -686,7 +739,11 @@ impl Writer {
         org_key: i64,
         user: &UserSelector,
     ) -> Result<Option<Identity>, StoreError> {
-        if let Some(who) = self.cache.find(org_key, user) {
+        // A user this command created or re-identified is read from its row: the remembered
+        // identity predates the change.
+        if let Some(who) = self.cache.find(org_key, user)
+            && !cmd.unsettled.contains(&who.key)
+        {
             return Ok(Some(who));
         }
         let found = read::find_user(&self.conn, org_key, user)?;
@@ -767,7 +824,7 @@ impl Writer {
             },
         }
         // Phase 1: everything that can refuse the request.
-        let org_key = self.org_key(group, org)?;
+        let org_key = self.org_key(cmd, org)?;
         let mut plans = Vec::with_capacity(events.len());
         for input in events {
             if let Some(id) = &input.id
@@ -979,12 +1036,13 @@ impl Writer {
     fn patch_event(
         &mut self,
         group: &mut Group,
+        cmd: &mut Cmd,
         org: &OrganizationId,
         id: &EventId,
         patch: &EventPatch,
         now: Timestamp,
     ) -> Result<ConsentEvent, Fail> {
-        let org_key = self.org_key(group, org)?;
+        let org_key = self.org_key(cmd, org)?;
         let row = read::event_by_id(&self.conn, org, org_key, id)?
             .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
         let mut event = row.event;
@@ -1078,7 +1136,7 @@ impl Writer {
         user: NewUser,
         now: Timestamp,
     ) -> Result<UserRecord, Fail> {
-        let org_key = self.org_key(group, org)?;
+        let org_key = self.org_key(cmd, org)?;
         let id = user
             .id
             .clone()
@@ -1155,7 +1213,7 @@ impl Writer {
         patch: UserPatch,
         now: Timestamp,
     ) -> Result<UserRecord, Fail> {
-        let org_key = self.org_key(group, org)?;
+        let org_key = self.org_key(cmd, org)?;
         let found = self
             .find(cmd, org_key, user)?
             .ok_or_else(|| user.not_found())
@@ -1232,7 +1290,7 @@ impl Writer {
         org: &OrganizationId,
         user: &UserSelector,
     ) -> Result<UserRecord, Fail> {
-        let org_key = self.org_key(group, org)?;
+        let org_key = self.org_key(cmd, org)?;
         let found = self
             .find(cmd, org_key, user)?
             .ok_or_else(|| user.not_found())

@@ -1,8 +1,10 @@
 //! Authentication and tenancy on every `/v1` route: a bearer token is required, the query must
 //! name the token's organization, and nothing of one organization is visible to another.
 
+use crate::common::Backend;
 use crate::common::{Api, TestServer, assert_bad_field, assert_error};
 use reqwest::{Method, StatusCode};
+use rstest::rstest;
 use serde_json::{Value, json};
 
 /// Every `/v1` route but `POST /v1/sessions`: method, path (with the query it needs, but
@@ -74,9 +76,14 @@ async fn seed_default(api: &Api) {
     .await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_v1_route_refuses_a_request_without_a_token() {
-    let server = TestServer::start().await;
+async fn every_v1_route_refuses_a_request_without_a_token(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     for (method, path, body) in v1_routes() {
         let (status, out) = server
             .raw(method.clone(), &with_org(path, &server.org), None, body)
@@ -95,9 +102,14 @@ async fn every_v1_route_refuses_a_request_without_a_token() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_v1_route_refuses_a_garbage_token() {
-    let server = TestServer::start().await;
+async fn every_v1_route_refuses_a_garbage_token(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     for token in ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.AAAA"] {
         for (method, path, body) in v1_routes() {
             let (status, out) = server
@@ -114,9 +126,14 @@ async fn every_v1_route_refuses_a_garbage_token() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_authorization_header_that_is_not_bearer_is_401() {
-    let server = TestServer::start().await;
+async fn an_authorization_header_that_is_not_bearer_is_401(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for header in [
         format!("Basic {}", api.token),
@@ -140,10 +157,17 @@ async fn an_authorization_header_that_is_not_bearer_is_401() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_token_signed_by_another_server_is_401() {
-    let server = TestServer::start().await;
-    let other = TestServer::start().await;
+async fn a_token_signed_by_another_server_is_401(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
+    let Some(other) = TestServer::start_on(backend).await else {
+        return;
+    };
     let foreign = other.client().await;
     assert_eq!(foreign.org, server.org, "both servers bootstrap 'default'");
     let (status, body) = server
@@ -159,10 +183,17 @@ async fn a_token_signed_by_another_server_is_401() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_expired_token_is_401_while_a_fresh_one_with_the_same_key_works() {
-    let server = TestServer::start().await;
-    let key = std::fs::read(server.dir.path().join("signing.key")).expect("signing key file");
+async fn an_expired_token_is_401_while_a_fresh_one_with_the_same_key_works(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
+    let key = server.signing_key().await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -193,9 +224,14 @@ async fn an_expired_token_is_401_while_a_fresh_one_with_the_same_key_works() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_v1_route_requires_organization_id() {
-    let server = TestServer::start().await;
+async fn every_v1_route_requires_organization_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for (method, path, body) in v1_routes() {
         let (status, out) = server
@@ -207,9 +243,16 @@ async fn every_v1_route_requires_organization_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_v1_route_forbids_another_organizations_token_and_leaks_nothing() {
-    let server = TestServer::start().await;
+async fn every_v1_route_forbids_another_organizations_token_and_leaks_nothing(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let owner = server.client().await;
     seed_default(&owner).await;
     let before = owner.event_ids("user_id=user-default-secret").await;
@@ -246,9 +289,14 @@ async fn every_v1_route_forbids_another_organizations_token_and_leaks_nothing() 
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn another_organizations_event_is_403_by_its_org_and_404_by_ours() {
-    let server = TestServer::start().await;
+async fn another_organizations_event_is_403_by_its_org_and_404_by_ours(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let default = server.client().await;
     let acme = server.new_org("acme").await;
     let event = acme
@@ -322,9 +370,14 @@ async fn another_organizations_event_is_403_by_its_org_and_404_by_ours() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn two_organizations_keep_separate_users_and_event_ids() {
-    let server = TestServer::start().await;
+async fn two_organizations_keep_separate_users_and_event_ids(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let default = server.client().await;
     let acme = server.new_org("acme").await;
     for (api, enabled) in [(&default, true), (&acme, false)] {
@@ -357,9 +410,14 @@ async fn two_organizations_keep_separate_users_and_event_ids() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_naming_another_organization_in_its_body_is_400() {
-    let server = TestServer::start().await;
+async fn an_event_naming_another_organization_in_its_body_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(

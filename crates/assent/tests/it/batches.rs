@@ -1,14 +1,22 @@
 //! Idempotency and atomicity of event writes: replays are safe, conflicts reject the whole
 //! request, and nothing of a refused request is written.
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_bad_field, assert_error, ids_of, purpose_enabled};
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::{Value, json};
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn replaying_an_event_with_the_same_id_and_content_returns_the_stored_one_and_writes_nothing()
-{
-    let server = TestServer::start().await;
+async fn replaying_an_event_with_the_same_id_and_content_returns_the_stored_one_and_writes_nothing(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let body = json!({
         "id": "import-1",
@@ -32,9 +40,16 @@ async fn replaying_an_event_with_the_same_id_and_content_returns_the_stored_one_
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn replaying_an_event_whose_created_at_the_server_chose_returns_the_stored_one() {
-    let server = TestServer::start().await;
+async fn replaying_an_event_whose_created_at_the_server_chose_returns_the_stored_one(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let body = json!({"id": "evt-now", "user": {"id": "u1"},
                       "consents": {"purposes": [{"id": "p", "enabled": true}]}});
@@ -46,9 +61,16 @@ async fn replaying_an_event_whose_created_at_the_server_chose_returns_the_stored
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn replaying_a_batch_mixed_with_new_events_stores_only_the_new_ones() {
-    let server = TestServer::start().await;
+async fn replaying_a_batch_mixed_with_new_events_stores_only_the_new_ones(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let e1 = json!({"id": "e1", "user": {"id": "u1"}, "consents": {"purposes": [{"id": "a", "enabled": true}]}});
     let e2 = json!({"id": "e2", "user": {"id": "u1"}, "consents": {"purposes": [{"id": "b", "enabled": true}]}});
@@ -64,9 +86,16 @@ async fn replaying_a_batch_mixed_with_new_events_stores_only_the_new_ones() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_same_id_with_different_content_is_409_and_rejects_the_whole_batch() {
-    let server = TestServer::start().await;
+async fn the_same_id_with_different_content_is_409_and_rejects_the_whole_batch(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "dup-1", "user": {"id": "u1"},
                      "consents": {"purposes": [{"id": "newsletter", "enabled": true}]}}))
@@ -112,9 +141,14 @@ async fn the_same_id_with_different_content_is_409_and_rejects_the_whole_batch()
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_replay_compares_metadata_values_exactly() {
-    let server = TestServer::start().await;
+async fn a_replay_compares_metadata_values_exactly(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let metadata = json!({"score": 0.1, "big": 12345678901234567u64, "neg": -3, "text": "héllo ✓",
                           "list": [1, "two", null, {"k": false}], "empty": {}, "none": null});
@@ -138,9 +172,14 @@ async fn a_replay_compares_metadata_values_exactly() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_same_id_with_a_different_created_at_or_regulation_is_409() {
-    let server = TestServer::start().await;
+async fn the_same_id_with_a_different_created_at_or_regulation_is_409(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "created_at": "2021-01-01T00:00:00Z", "user": {"id": "u1"}}))
         .await;
@@ -169,9 +208,14 @@ async fn the_same_id_with_a_different_created_at_or_regulation_is_409() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn two_identical_ids_in_one_batch_are_400_and_write_nothing() {
-    let server = TestServer::start().await;
+async fn two_identical_ids_in_one_batch_are_400_and_write_nothing(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -190,9 +234,14 @@ async fn two_identical_ids_in_one_batch_are_400_and_write_nothing() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_batch_naming_one_new_user_twice_creates_it_once() {
-    let server = TestServer::start().await;
+async fn a_batch_naming_one_new_user_twice_creates_it_once(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, out) = api
         .post(
@@ -213,9 +262,14 @@ async fn a_batch_naming_one_new_user_twice_creates_it_once() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_accepted_write_survives_a_restart() {
-    let server = TestServer::start().await;
+async fn an_accepted_write_survives_a_restart(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let events: Vec<Value> = (0..30)
         .map(|i| {
@@ -242,9 +296,14 @@ async fn an_accepted_write_survives_a_restart() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deletions_patches_and_edits_survive_a_restart() {
-    let server = TestServer::start().await;
+async fn deletions_patches_and_edits_survive_a_restart(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for (id, at, enabled) in [
         ("a", "2024-01-01T00:00:00Z", true),
@@ -302,10 +361,15 @@ async fn deletions_patches_and_edits_survive_a_restart() {
 }
 
 /// A client that dies in the middle of its request body must leave nothing behind.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_request_cut_off_mid_body_writes_nothing() {
+async fn a_request_cut_off_mid_body_writes_nothing(#[case] backend: Backend) {
     use tokio::io::AsyncWriteExt;
-    let server = TestServer::start().await;
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let body = serde_json::to_vec(&json!([
         {"id": "cut-1", "user": {"id": "cut-user-1"}, "consents": {"purposes": [{"id": "p", "enabled": true}]}},

@@ -2,11 +2,97 @@
 
 #![allow(dead_code)]
 
-use assent::serve::{RunningServer, ServeArgs, start};
+use assent::serve::{RunningServer, ServeArgs, StoreArgs, start};
+use assent_model::consents::{Consents, Vendors};
+use assent_model::event::{EventBody, EventView};
+use assent_model::status::ConsentsView;
+use assent_model::{Regulation, Stamp, UserState};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::path::Path;
+use std::io::Write;
+use std::sync::Once;
 use tempfile::TempDir;
+
+/// The store a conformance test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store in a temporary directory.
+    Sqlite,
+    /// A fresh schema of the database named by `ASSENT_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// Variable naming the PostgreSQL database of the conformance run.
+const DATABASE_VARIABLE: &str = "ASSENT_TEST_DATABASE_URL";
+
+/// A fresh place for a test server's data: a temporary directory, and for PostgreSQL a schema
+/// of its own (the URL then selects it with `search_path`). `None` when PostgreSQL is asked
+/// for and not configured: the test is then skipped, and the run says so once.
+pub async fn fresh_store(backend: Backend) -> Option<(TempDir, StoreArgs)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut args = StoreArgs::sqlite(dir.path());
+    if backend == Backend::Postgres {
+        let Ok(url) = std::env::var(DATABASE_VARIABLE) else {
+            static SKIPPED: Once = Once::new();
+            SKIPPED.call_once(|| {
+                // Straight to the terminal: test output capture would hide it.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL conformance run skipped: set {DATABASE_VARIABLE} to run it"
+                );
+            });
+            return None;
+        };
+        args.database_url = Some(fresh_schema(&url).await);
+        args.database_pool_size = 4;
+    }
+    Some((dir, args))
+}
+
+/// Makes a new schema in the database at `url` and returns a URL that uses it. Schemas left
+/// by runs more than an hour old are dropped first.
+pub async fn fresh_schema(url: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the test database is reachable");
+    tokio::spawn(connection);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    static CLEANED: Once = Once::new();
+    let mut clean = false;
+    CLEANED.call_once(|| clean = true);
+    if clean {
+        let rows = client
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'assent_t_%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            let name: String = row.get(0);
+            let born: u64 = name
+                .split('_')
+                .nth(2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if born + 3600 < now {
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .await;
+            }
+        }
+    }
+    let name = format!("assent_t_{now}_{}", rand::random::<u32>());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .expect("schema created");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{name}")
+}
 
 /// A running server with a fresh data directory and its bootstrap key.
 pub struct TestServer {
@@ -20,18 +106,28 @@ pub struct TestServer {
     pub secret: String,
     /// The data directory (removed when the server is dropped).
     pub dir: TempDir,
+    /// Where the data lives (the directory, or a PostgreSQL schema).
+    pub store: StoreArgs,
     /// A plain HTTP client.
     pub http: reqwest::Client,
     server: Option<RunningServer>,
 }
 
 impl TestServer {
-    /// Starts a server on a fresh data directory.
+    /// Starts a server on a fresh embedded store.
     pub async fn start() -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_on(Backend::Sqlite)
+            .await
+            .expect("SQLite is always available")
+    }
+
+    /// Starts a server on a fresh store of `backend`; `None` when that backend is not
+    /// configured (the test is then skipped).
+    pub async fn start_on(backend: Backend) -> Option<TestServer> {
+        let (dir, store) = fresh_store(backend).await?;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
-            data_dir: dir.path().to_path_buf(),
+            store: store.clone(),
         })
         .await
         .expect("server starts");
@@ -39,23 +135,45 @@ impl TestServer {
             .bootstrap_key
             .clone()
             .expect("a fresh store makes a key");
-        TestServer {
+        Some(TestServer {
             base: format!("http://{}", server.addr),
             org: key.record.organization_id.to_string(),
             key: key.record.key.clone(),
             secret: key.secret.clone(),
             dir,
+            store,
             http: reqwest::Client::new(),
             server: Some(server),
+        })
+    }
+
+    /// The key that signs session tokens, wherever the store keeps it.
+    pub async fn signing_key(&self) -> Vec<u8> {
+        match &self.store.database_url {
+            None => std::fs::read(self.dir.path().join("signing.key")).expect("signing key file"),
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("database reachable");
+                tokio::spawn(connection);
+                client
+                    .query_one(
+                        "SELECT value FROM assent_meta WHERE key = 'signing_key'",
+                        &[],
+                    )
+                    .await
+                    .expect("signing key row")
+                    .get(0)
+            }
         }
     }
 
     /// Stops the server, waiting for its writes to finish.
-    pub async fn stop(mut self) -> TempDir {
+    pub async fn stop(mut self) -> (TempDir, StoreArgs) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("server stops cleanly");
         }
-        self.dir
+        (self.dir, self.store)
     }
 
     /// Opens a session with a key and secret; returns the token.
@@ -86,7 +204,7 @@ impl TestServer {
     /// Creates another organization with a key (as `assent keys create` does, while the server
     /// runs) and returns a client of it.
     pub async fn new_org(&self, org: &str) -> Api {
-        let (key, secret) = create_key(self.dir.path(), org);
+        let (key, secret) = create_key(&self.store, org).await;
         let token = self.session(&key, &secret).await;
         Api {
             base: self.base.clone(),
@@ -124,13 +242,14 @@ impl TestServer {
     }
 }
 
-/// Creates a key for `org` in the store at `dir`; returns (key, secret).
-pub fn create_key(dir: &Path, org: &str) -> (String, String) {
+/// Creates a key for `org` in `store`, as `assent keys create` does; returns (key, secret).
+pub async fn create_key(store: &StoreArgs, org: &str) -> (String, String) {
     let line = assent::cli::create_key(&assent::cli::KeysCreateArgs {
         organization: org.to_owned(),
         name: None,
-        data_dir: dir.to_path_buf(),
+        store: store.clone(),
     })
+    .await
     .expect("key created");
     let v: Value = serde_json::from_str(&line).expect("key JSON");
     (
@@ -250,10 +369,10 @@ impl TestServer {
     /// key (a restart creates no new key).
     pub async fn restart(self) -> TestServer {
         let (key, secret, org) = (self.key.clone(), self.secret.clone(), self.org.clone());
-        let dir = self.stop().await;
+        let (dir, store) = self.stop().await;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
-            data_dir: dir.path().to_path_buf(),
+            store: store.clone(),
         })
         .await
         .expect("server restarts");
@@ -267,6 +386,7 @@ impl TestServer {
             key,
             secret,
             dir,
+            store,
             http: reqwest::Client::new(),
             server: Some(server),
         }
@@ -409,4 +529,84 @@ pub fn purpose<'a>(user: &'a Value, id: &str) -> Option<&'a Value> {
 /// A channel of a list of channels, if present.
 pub fn channel<'a>(channels: &'a Value, id: &str) -> Option<&'a Value> {
     channels.as_array()?.iter().find(|c| c["id"] == id)
+}
+
+/// Opens a session on the server at `base`; returns the token.
+pub async fn session(http: &reqwest::Client, base: &str, key: &str, secret: &str) -> String {
+    let res: Value = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"type": "api-key", "key": key, "secret": secret}))
+        .send()
+        .await
+        .expect("session request")
+        .json()
+        .await
+        .expect("session JSON");
+    res["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Folds events as the model does, in the order the API lists them.
+pub fn fold(events: &[EventView]) -> ConsentsView {
+    let regulation = Regulation::default();
+    let bodies: Vec<EventBody> = events
+        .iter()
+        .map(|e| EventBody {
+            consents: Consents {
+                purposes: e.consents.purposes.clone(),
+                channels: e.consents.channels.clone(),
+                vendors: Vendors {
+                    enabled: e.consents.vendors.enabled.clone(),
+                    disabled: e.consents.vendors.disabled.clone(),
+                    enabled_li: e.consents.vendors.enabled_li.clone(),
+                    disabled_li: e.consents.vendors.disabled_li.clone(),
+                },
+                tcfcs: e.consents.tcfcs.clone(),
+            },
+            ..EventBody::default()
+        })
+        .collect();
+    let mut state = UserState::default();
+    for (i, body) in bodies.iter().enumerate() {
+        state.apply(
+            &regulation,
+            body,
+            Stamp {
+                at: 0,
+                seq: i as i64,
+            },
+        );
+    }
+    state.status(&regulation)
+}
+
+/// Every confirmed gdpr event of a user, in the order the API lists them (`None` if the user
+/// does not exist).
+pub async fn all_events(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    ouid: &str,
+) -> Option<Vec<EventView>> {
+    let mut events = Vec::new();
+    loop {
+        let res = http
+            .get(format!(
+                "{base}/v1/consents/events?organization_id=default&organization_user_id={ouid}&$limit=1000&$skip={}",
+                events.len()
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("list");
+        if res.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        let page: Value = res.json().await.expect("page");
+        let data: Vec<EventView> = serde_json::from_value(page["data"].clone()).expect("events");
+        let total = page["total"].as_u64().expect("total") as usize;
+        events.extend(data);
+        if events.len() >= total {
+            return Some(events);
+        }
+    }
 }

@@ -1,14 +1,23 @@
 //! Concurrent writers: group commit must neither lose nor duplicate writes, and replays and
 //! conflicts of one id stay exact under races.
 
+use crate::common::Backend;
 use crate::common::{TestServer, ids_of};
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_events_for_one_new_user_are_all_applied_to_a_single_user() {
-    let server = TestServer::start().await;
+async fn concurrent_events_for_one_new_user_are_all_applied_to_a_single_user(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let tasks: Vec<_> = (0..40)
         .map(|i| {
@@ -51,9 +60,14 @@ async fn concurrent_events_for_one_new_user_are_all_applied_to_a_single_user() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_replays_of_one_event_store_it_once() {
-    let server = TestServer::start().await;
+async fn concurrent_replays_of_one_event_store_it_once(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let body = json!({"id": "once", "created_at": "2024-01-01T00:00:00Z", "user": {"id": "u1"},
                       "consents": {"purposes": [{"id": "p", "enabled": true}]}});
@@ -78,9 +92,16 @@ async fn concurrent_replays_of_one_event_store_it_once() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writes_of_one_id_with_different_content_store_exactly_one() {
-    let server = TestServer::start().await;
+async fn concurrent_writes_of_one_id_with_different_content_store_exactly_one(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -110,9 +131,14 @@ async fn concurrent_writes_of_one_id_with_different_content_store_exactly_one() 
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failing_request_in_a_group_does_not_undo_its_neighbours() {
-    let server = TestServer::start().await;
+async fn a_failing_request_in_a_group_does_not_undo_its_neighbours(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "taken", "user": {"id": "owner"}}))
         .await;
@@ -157,9 +183,14 @@ async fn a_failing_request_in_a_group_does_not_undo_its_neighbours() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_acknowledged_write_is_visible_to_the_next_read() {
-    let server = TestServer::start().await;
+async fn every_acknowledged_write_is_visible_to_the_next_read(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for i in 0..30 {
         api.event(json!({"user": {"id": "u1"}, "consents": {"purposes": [{"id": "p", "enabled": i % 2 == 0}]}}))
@@ -179,9 +210,14 @@ async fn every_acknowledged_write_is_visible_to_the_next_read() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_patches_with_the_same_version_let_exactly_one_win() {
-    let server = TestServer::start().await;
+async fn concurrent_patches_with_the_same_version_let_exactly_one_win(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (_, user) = api.post("/v1/consents/users", json!({"id": "u1"})).await;
     let version = user["version"].as_i64().unwrap();
@@ -213,9 +249,14 @@ async fn concurrent_patches_with_the_same_version_let_exactly_one_win() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creations_of_one_user_id_let_exactly_one_win() {
-    let server = TestServer::start().await;
+async fn concurrent_creations_of_one_user_id_let_exactly_one_win(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let tasks: Vec<_> = (0..10)
         .map(|i| {

@@ -2,11 +2,9 @@
 //! after each restart every acknowledged event is there, no batch is half-applied, and every
 //! user's status equals the fold of its events.
 
+use crate::common::{all_events, fold, session};
 use crate::process::{Process, serve};
-use assent_model::consents::{Consents, Vendors};
-use assent_model::event::{EventBody, EventView};
 use assent_model::status::ConsentsView;
-use assent_model::{Regulation, Stamp, UserState};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,19 +16,6 @@ use std::time::Duration;
 const USERS: usize = 40;
 const ROUNDS: usize = 12;
 const BATCH: usize = 20;
-
-async fn session(http: &reqwest::Client, base: &str, key: &str, secret: &str) -> String {
-    let res: Value = http
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"type": "api-key", "key": key, "secret": secret}))
-        .send()
-        .await
-        .expect("session request")
-        .json()
-        .await
-        .expect("session JSON");
-    res["access_token"].as_str().expect("token").to_owned()
-}
 
 /// A batch of events with client ids, some back-dated, for random users.
 fn batch(rng: &mut StdRng, round: usize, writer: usize, n: usize) -> Vec<Value> {
@@ -105,72 +90,6 @@ async fn ingest_until_killed(
     }
     for h in handles {
         let _ = h.await;
-    }
-}
-
-/// Folds events as the model does, in the order the API lists them.
-fn fold(events: &[EventView]) -> ConsentsView {
-    let regulation = Regulation::default();
-    let bodies: Vec<EventBody> = events
-        .iter()
-        .map(|e| EventBody {
-            consents: Consents {
-                purposes: e.consents.purposes.clone(),
-                channels: e.consents.channels.clone(),
-                vendors: Vendors {
-                    enabled: e.consents.vendors.enabled.clone(),
-                    disabled: e.consents.vendors.disabled.clone(),
-                    enabled_li: e.consents.vendors.enabled_li.clone(),
-                    disabled_li: e.consents.vendors.disabled_li.clone(),
-                },
-                tcfcs: e.consents.tcfcs.clone(),
-            },
-            ..EventBody::default()
-        })
-        .collect();
-    let mut state = UserState::default();
-    for (i, body) in bodies.iter().enumerate() {
-        state.apply(
-            &regulation,
-            body,
-            Stamp {
-                at: 0,
-                seq: i as i64,
-            },
-        );
-    }
-    state.status(&regulation)
-}
-
-/// Every confirmed gdpr event of a user, in the order the API lists them (`None` if the user
-/// does not exist).
-async fn all_events(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    ouid: &str,
-) -> Option<Vec<EventView>> {
-    let mut events = Vec::new();
-    loop {
-        let res = http
-            .get(format!(
-                "{base}/v1/consents/events?organization_id=default&organization_user_id={ouid}&$limit=1000&$skip={}",
-                events.len()
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("list");
-        if res.status() == reqwest::StatusCode::NOT_FOUND {
-            return None;
-        }
-        let page: Value = res.json().await.expect("page");
-        let data: Vec<EventView> = serde_json::from_value(page["data"].clone()).expect("events");
-        let total = page["total"].as_u64().expect("total") as usize;
-        events.extend(data);
-        if events.len() >= total {
-            return Some(events);
-        }
     }
 }
 

@@ -1,13 +1,22 @@
 //! Every error answer has the shape `{code, name, message, errors}` with the name of its status
 //! (API.md §1), whichever layer produced it.
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_error};
 use reqwest::{Method, StatusCode};
+use rstest::rstest;
 use serde_json::{Value, json};
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_kind_of_error_has_the_error_shape_and_the_name_of_its_status() {
-    let server = TestServer::start().await;
+async fn every_kind_of_error_has_the_error_shape_and_the_name_of_its_status(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let acme = server.new_org("acme").await;
     api.event(json!({"id": "e1", "user": {"id": "u1", "organization_user_id": "a@example.com"}}))
@@ -163,9 +172,16 @@ async fn every_kind_of_error_has_the_error_shape_and_the_name_of_its_status() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_field_error_message_names_the_field_and_the_errors_map_explains_it() {
-    let server = TestServer::start().await;
+async fn a_field_error_message_names_the_field_and_the_errors_map_explains_it(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -187,9 +203,14 @@ async fn a_field_error_message_names_the_field_and_the_errors_map_explains_it() 
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn not_found_errors_carry_an_empty_errors_map() {
-    let server = TestServer::start().await;
+async fn not_found_errors_carry_an_empty_errors_map(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .get("/v1/consents/events/9556b7f5-ae22-4616-97f9-3f61e22f0ec7")

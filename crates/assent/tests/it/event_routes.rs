@@ -1,8 +1,10 @@
 //! `GET|PATCH|DELETE /v1/consents/events/{id}` and `DELETE /v1/consents/events`: reading one
 //! event, changing it, deleting events; the user is recomputed after every change.
 
+use crate::common::Backend;
 use crate::common::{Api, TestServer, assert_bad_field, assert_error, channel, purpose_enabled};
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::{Value, json};
 
 /// The user `id` as a twin would have it had it received only `events` (the twin gets the
@@ -24,9 +26,14 @@ fn state_of(user: &Value) -> Value {
     json!({"consents": user["consents"], "metadata": user["metadata"], "last_seen_country": user["last_seen_country"]})
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_event_id_is_404_on_get_patch_and_delete() {
-    let server = TestServer::start().await;
+async fn an_unknown_event_id_is_404_on_get_patch_and_delete(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "exists", "user": {"id": "u1"}}))
         .await;
@@ -46,9 +53,14 @@ async fn an_unknown_event_id_is_404_on_get_patch_and_delete() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_read_for_another_user_is_404() {
-    let server = TestServer::start().await;
+async fn an_event_read_for_another_user_is_404(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "user": {"id": "u1", "organization_user_id": "one@example.com"}}))
         .await;
@@ -80,9 +92,16 @@ async fn an_event_read_for_another_user_is_404() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn patching_consents_replaces_the_events_choices_and_recomputes_the_user() {
-    let server = TestServer::start().await;
+async fn patching_consents_replaces_the_events_choices_and_recomputes_the_user(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "created_at": "2024-01-01T00:00:00Z", "user": {"id": "u1"},
                      "consents": {"purposes": [{"id": "newsletter", "enabled": true}, {"id": "sms", "enabled": true}]}}))
@@ -126,9 +145,14 @@ async fn patching_consents_replaces_the_events_choices_and_recomputes_the_user()
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn patching_delegate_and_proofs_id_changes_the_event() {
-    let server = TestServer::start().await;
+async fn patching_delegate_and_proofs_id_changes_the_event(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "user": {"id": "u1"}, "proofs_id": ["a.pdf"]}))
         .await;
@@ -144,9 +168,14 @@ async fn patching_delegate_and_proofs_id_changes_the_event() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_patch_with_an_unknown_or_bad_field_is_400_and_changes_nothing() {
-    let server = TestServer::start().await;
+async fn a_patch_with_an_unknown_or_bad_field_is_400_and_changes_nothing(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let original = api
         .event(
@@ -176,9 +205,14 @@ async fn a_patch_with_an_unknown_or_bad_field_is_400_and_changes_nothing() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_an_event_recomputes_the_user_as_if_it_never_happened() {
-    let server = TestServer::start().await;
+async fn deleting_an_event_recomputes_the_user_as_if_it_never_happened(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let kept = [
         json!({"created_at": "2024-01-01T00:00:00Z", "user": {"id": "u1", "metadata": {"a": 1}, "last_seen_country": "DE"},
@@ -220,9 +254,16 @@ async fn deleting_an_event_recomputes_the_user_as_if_it_never_happened() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_events_by_filter_deletes_only_matching_ones_and_recomputes() {
-    let server = TestServer::start().await;
+async fn deleting_events_by_filter_deletes_only_matching_ones_and_recomputes(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let events = [
         json!({"id": "b42-a", "created_at": "2024-01-01T00:00:00Z", "metadata": {"booking_id": "42"},
@@ -264,9 +305,14 @@ async fn deleting_events_by_filter_deletes_only_matching_ones_and_recomputes() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_events_by_a_date_range_deletes_pending_ones_too() {
-    let server = TestServer::start().await;
+async fn deleting_events_by_a_date_range_deletes_pending_ones_too(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "old", "created_at": "2020-01-01T00:00:00Z", "user": {"id": "u1"}}))
         .await;
@@ -286,9 +332,16 @@ async fn deleting_events_by_a_date_range_deletes_pending_ones_too() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_events_without_a_filter_besides_the_user_is_400_and_deletes_nothing() {
-    let server = TestServer::start().await;
+async fn deleting_events_without_a_filter_besides_the_user_is_400_and_deletes_nothing(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "user": {"id": "u1", "organization_user_id": "eve@example.com"}}))
         .await;
@@ -310,9 +363,16 @@ async fn deleting_events_without_a_filter_besides_the_user_is_400_and_deletes_no
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_events_of_an_unknown_user_deletes_nothing_and_answers_204() {
-    let server = TestServer::start().await;
+async fn deleting_events_of_an_unknown_user_deletes_nothing_and_answers_204(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "metadata": {"booking_id": "42"}, "user": {"id": "u1"}}))
         .await;

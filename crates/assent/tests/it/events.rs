@@ -1,8 +1,10 @@
 //! `POST /v1/consents/events`: the shape of what is stored and answered, and every way a body
 //! is refused.
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_bad_field, assert_error, ids_of};
 use reqwest::{Method, StatusCode};
+use rstest::rstest;
 use serde_json::{Value, json};
 
 /// True for `2024-05-01T12:00:00.000Z`: RFC 3339, UTC, milliseconds.
@@ -18,9 +20,14 @@ pub fn is_utc_millis(s: &Value) -> bool {
         && b[20..23].iter().all(u8::is_ascii_digit)
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_single_event_is_answered_as_an_object_with_every_server_field() {
-    let server = TestServer::start().await;
+async fn a_single_event_is_answered_as_an_object_with_every_server_field(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, event) = api
         .post(
@@ -64,9 +71,16 @@ fn uuid_parts(id: &str) -> Vec<usize> {
     id.split('-').map(str::len).collect()
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_without_optional_fields_still_has_status_regulation_user_and_proofs_id() {
-    let server = TestServer::start().await;
+async fn an_event_without_optional_fields_still_has_status_regulation_user_and_proofs_id(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let event = api.event(json!({})).await;
     for field in [
@@ -84,9 +98,14 @@ async fn an_event_without_optional_fields_still_has_status_regulation_user_and_p
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn created_at_with_an_offset_is_answered_in_utc_with_milliseconds() {
-    let server = TestServer::start().await;
+async fn created_at_with_an_offset_is_answered_in_utc_with_milliseconds(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let event = api
         .event(json!({"created_at": "2020-06-03T23:28:55.123456+02:00", "user": {"id": "u1"}}))
@@ -99,9 +118,14 @@ async fn created_at_with_an_offset_is_answered_in_utc_with_milliseconds() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_client_id_is_kept_as_the_event_id() {
-    let server = TestServer::start().await;
+async fn a_client_id_is_kept_as_the_event_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let event = api
         .event(json!({"id": "9556b7f5-ae22-4616-97f9-3f61e22f0ec7", "user": {"id": "u1"}}))
@@ -118,9 +142,14 @@ async fn a_client_id_is_kept_as_the_event_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_batch_is_answered_as_an_array_in_input_order() {
-    let server = TestServer::start().await;
+async fn a_batch_is_answered_as_an_array_in_input_order(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let ids = ["evt-c", "evt-a", "evt-b", "evt-0"];
     let batch: Vec<Value> = ids
@@ -140,9 +169,14 @@ async fn a_batch_is_answered_as_an_array_in_input_order() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_batch_of_one_is_answered_as_an_array_of_one() {
-    let server = TestServer::start().await;
+async fn a_batch_of_one_is_answered_as_an_array_of_one(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, out) = api
         .post("/v1/consents/events", json!([{"user": {"id": "u1"}}]))
@@ -152,9 +186,14 @@ async fn a_batch_of_one_is_answered_as_an_array_of_one() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_batch_of_100_is_accepted_and_101_is_400() {
-    let server = TestServer::start().await;
+async fn a_batch_of_100_is_accepted_and_101_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let batch = |n: usize, prefix: &str| {
         Value::Array(
@@ -181,18 +220,28 @@ async fn a_batch_of_100_is_accepted_and_101_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_empty_batch_is_400() {
-    let server = TestServer::start().await;
+async fn an_empty_batch_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api.post("/v1/consents/events", json!([])).await;
     assert_error(status, &body, 400, "BadRequest");
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_body_that_is_neither_object_nor_array_is_400() {
-    let server = TestServer::start().await;
+async fn a_body_that_is_neither_object_nor_array_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for body in [json!("event"), json!(42), json!(null), json!(true)] {
         let (status, out) = api.post("/v1/consents/events", body.clone()).await;
@@ -201,9 +250,14 @@ async fn a_body_that_is_neither_object_nor_array_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn one_invalid_event_rejects_the_whole_batch_and_writes_nothing() {
-    let server = TestServer::start().await;
+async fn one_invalid_event_rejects_the_whole_batch_and_writes_nothing(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let mut batch: Vec<Value> = (0..5)
         .map(|i| {
@@ -239,9 +293,14 @@ async fn one_invalid_event_rejects_the_whole_batch_and_writes_nothing() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn batch_errors_are_keyed_by_the_index_of_each_bad_event() {
-    let server = TestServer::start().await;
+async fn batch_errors_are_keyed_by_the_index_of_each_bad_event(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -269,9 +328,14 @@ async fn batch_errors_are_keyed_by_the_index_of_each_bad_event() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_top_level_field_is_400_naming_it() {
-    let server = TestServer::start().await;
+async fn an_unknown_top_level_field_is_400_naming_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -284,9 +348,14 @@ async fn an_unknown_top_level_field_is_400_naming_it() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_nested_field_is_400_naming_its_path() {
-    let server = TestServer::start().await;
+async fn an_unknown_nested_field_is_400_naming_its_path(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let cases = [
         (
@@ -318,9 +387,14 @@ async fn an_unknown_nested_field_is_400_naming_its_path() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn values_of_the_wrong_type_are_400_naming_their_path() {
-    let server = TestServer::start().await;
+async fn values_of_the_wrong_type_are_400_naming_their_path(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let cases = [
         (json!({"user": "alice"}), "user"),
@@ -391,9 +465,14 @@ async fn values_of_the_wrong_type_are_400_naming_their_path() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_bad_or_future_timestamp_is_400_naming_created_at() {
-    let server = TestServer::start().await;
+async fn a_bad_or_future_timestamp_is_400_naming_created_at(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for created_at in [
         json!("2020-06-03"),
@@ -415,9 +494,14 @@ async fn a_bad_or_future_timestamp_is_400_naming_created_at() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_bad_country_code_is_400_naming_its_path() {
-    let server = TestServer::start().await;
+async fn a_bad_country_code_is_400_naming_its_path(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for (user, path) in [
         (json!({"id": "u1", "country": "XX"}), "user.country"),
@@ -441,9 +525,14 @@ async fn a_bad_country_code_is_400_naming_its_path() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_body_over_one_mebibyte_is_413_and_writes_nothing() {
-    let server = TestServer::start().await;
+async fn a_body_over_one_mebibyte_is_413_and_writes_nothing(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let big = "x".repeat(60 * 1024);
     let batch: Vec<Value> = (0..18)
@@ -464,9 +553,14 @@ async fn a_body_over_one_mebibyte_is_413_and_writes_nothing() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_body_just_under_one_mebibyte_is_accepted() {
-    let server = TestServer::start().await;
+async fn a_body_just_under_one_mebibyte_is_accepted(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let big = "x".repeat(60 * 1024);
     let batch: Vec<Value> = (0..16)
@@ -486,9 +580,14 @@ async fn a_body_just_under_one_mebibyte_is_accepted() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn invalid_json_is_400() {
-    let server = TestServer::start().await;
+async fn invalid_json_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for bytes in [&b"{\"user\": "[..], b"{'user': {}}", b"\xff\xfe", b""] {
         let (status, body) = api
@@ -504,9 +603,14 @@ async fn invalid_json_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_non_json_content_type_is_415() {
-    let server = TestServer::start().await;
+async fn a_non_json_content_type_is_415(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let body = br#"{"user": {"id": "u1"}}"#.to_vec();
     for ct in [
@@ -532,9 +636,14 @@ async fn a_non_json_content_type_is_415() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn json_nested_deeper_than_32_levels_is_400() {
-    let server = TestServer::start().await;
+async fn json_nested_deeper_than_32_levels_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let mut deep = json!("leaf");
     for _ in 0..40 {
@@ -559,9 +668,14 @@ async fn json_nested_deeper_than_32_levels_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn metadata_over_16_kib_is_400_naming_it() {
-    let server = TestServer::start().await;
+async fn metadata_over_16_kib_is_400_naming_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -580,9 +694,14 @@ async fn metadata_over_16_kib_is_400_naming_it() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_string_over_64_kib_is_400_naming_it() {
-    let server = TestServer::start().await;
+async fn a_string_over_64_kib_is_400_naming_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -594,10 +713,15 @@ async fn a_string_over_64_kib_is_400_naming_it() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_chunked_body_over_one_mebibyte_is_413() {
+async fn a_chunked_body_over_one_mebibyte_is_413(#[case] backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::start().await;
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr)
@@ -636,9 +760,14 @@ async fn a_chunked_body_over_one_mebibyte_is_413() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn country_and_last_seen_country_of_an_event_land_on_the_user() {
-    let server = TestServer::start().await;
+async fn country_and_last_seen_country_of_an_event_land_on_the_user(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1", "country": "pt", "last_seen_country": "ES"}}))
         .await;
@@ -648,9 +777,14 @@ async fn country_and_last_seen_country_of_an_event_land_on_the_user() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn client_ids_of_255_characters_are_accepted() {
-    let server = TestServer::start().await;
+async fn client_ids_of_255_characters_are_accepted(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let id = "é".repeat(255);
     let event = api
@@ -661,9 +795,14 @@ async fn client_ids_of_255_characters_are_accepted() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn writes_accept_the_disable_integrations_flag() {
-    let server = TestServer::start().await;
+async fn writes_accept_the_disable_integrations_flag(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, event) = api
         .post(
@@ -700,10 +839,15 @@ async fn writes_accept_the_disable_integrations_flag() {
 /// A minimal PDF (`%PDF-1.4` header), base64.
 const TINY_PDF_BASE64: &str = "JVBERi0xLjQKJSVFT0YK";
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
 #[ignore = "lands with proof storage (issue 6): inline proofs are refused with 400 until then"]
-async fn inline_proofs_are_stored_and_their_ids_land_in_proofs_id() {
-    let server = TestServer::start().await;
+async fn inline_proofs_are_stored_and_their_ids_land_in_proofs_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, event) = api
         .post(
@@ -723,9 +867,14 @@ async fn inline_proofs_are_stored_and_their_ids_land_in_proofs_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_valid_tcf_string_is_accepted_and_echoed() {
-    let server = TestServer::start().await;
+async fn a_valid_tcf_string_is_accepted_and_echoed(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let tcf = "COtybn4PA_zT4KjACBENAPCIAEBAAECAAIAAAAAAAAAA";
     let event = api
@@ -736,10 +885,15 @@ async fn a_valid_tcf_string_is_accepted_and_echoed() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
 #[ignore = "lands with the TCF decoder (issue 5): tcfcs is not validated until then"]
-async fn an_invalid_tcf_string_is_400_naming_it() {
-    let server = TestServer::start().await;
+async fn an_invalid_tcf_string_is_400_naming_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for tcf in ["not-a-tc-string", "CQ", "!!!!"] {
         let (status, body) = api

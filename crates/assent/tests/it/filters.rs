@@ -1,6 +1,8 @@
 //! `GET /v1/consents/events`: the events of one user, with filters, paging and sorting.
 
+use crate::common::Backend;
 use crate::common::{Api, TestServer, assert_bad_field};
+use rstest::rstest;
 use serde_json::{Value, json};
 
 /// Stores five events of user `u1` (ouid `fay@example.com`), created on the first of months
@@ -29,9 +31,14 @@ async fn ids(api: &Api, filter: &str) -> Vec<String> {
     api.event_ids(&format!("user_id=u1&{filter}")).await
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_events_requires_user_id_or_organization_user_id() {
-    let server = TestServer::start().await;
+async fn listing_events_requires_user_id_or_organization_user_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     for path in [
@@ -49,9 +56,16 @@ async fn listing_events_requires_user_id_or_organization_user_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_list_envelope_has_total_limit_skip_and_data_sorted_by_created_at() {
-    let server = TestServer::start().await;
+async fn the_list_envelope_has_total_limit_skip_and_data_sorted_by_created_at(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     let page = api.events("user_id=u1").await;
@@ -72,9 +86,14 @@ async fn the_list_envelope_has_total_limit_skip_and_data_sorted_by_created_at() 
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn sort_created_at_descending_lists_newest_first() {
-    let server = TestServer::start().await;
+async fn sort_created_at_descending_lists_newest_first(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     assert_eq!(
@@ -92,9 +111,14 @@ async fn sort_created_at_descending_lists_newest_first() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn limit_and_skip_page_through_events_and_total_counts_all_matches() {
-    let server = TestServer::start().await;
+async fn limit_and_skip_page_through_events_and_total_counts_all_matches(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     let page = api.events("user_id=u1&$limit=2&$skip=1").await;
@@ -117,9 +141,14 @@ async fn limit_and_skip_page_through_events_and_total_counts_all_matches() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_limit_over_1000_or_not_a_number_is_400() {
-    let server = TestServer::start().await;
+async fn a_limit_over_1000_or_not_a_number_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     for (q, path) in [
@@ -136,9 +165,14 @@ async fn a_limit_over_1000_or_not_a_number_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_dotted_metadata_path_filters_on_nested_fields() {
-    let server = TestServer::start().await;
+async fn a_dotted_metadata_path_filters_on_nested_fields(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     assert_eq!(
@@ -158,9 +192,14 @@ async fn a_dotted_metadata_path_filters_on_nested_fields() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn in_nin_and_ne_filter_on_sets_of_values() {
-    let server = TestServer::start().await;
+async fn in_nin_and_ne_filter_on_sets_of_values(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     assert_eq!(
@@ -188,9 +227,14 @@ async fn in_nin_and_ne_filter_on_sets_of_values() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn range_operators_filter_on_created_at() {
-    let server = TestServer::start().await;
+async fn range_operators_filter_on_created_at(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     let at = "2024-03-01T00:00:00Z";
@@ -231,9 +275,14 @@ async fn range_operators_filter_on_created_at() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_filter_field_or_operator_is_400() {
-    let server = TestServer::start().await;
+async fn an_unknown_filter_field_or_operator_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     five_events(&api).await;
     for (q, path) in [
@@ -256,9 +305,14 @@ async fn an_unknown_filter_field_or_operator_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_events_of_an_unknown_user_answers_an_empty_page() {
-    let server = TestServer::start().await;
+async fn listing_events_of_an_unknown_user_answers_an_empty_page(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for query in ["user_id=ghost", "organization_user_id=ghost%40example.com"] {
         let (status, body) = api.get(&format!("/v1/consents/events?{query}")).await;

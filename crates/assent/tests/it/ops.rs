@@ -1,8 +1,10 @@
 //! Operations routes at the root: health, readiness, metrics, the OpenAPI document, and what
 //! unknown routes and methods answer.
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_error};
 use reqwest::{Method, StatusCode};
+use rstest::rstest;
 use serde_json::json;
 
 async fn get_text(server: &TestServer, path: &str) -> (StatusCode, String, String) {
@@ -22,9 +24,14 @@ async fn get_text(server: &TestServer, path: &str) -> (StatusCode, String, Strin
     (status, ct, res.text().await.expect("text"))
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn healthz_and_readyz_answer_200_without_a_token() {
-    let server = TestServer::start().await;
+async fn healthz_and_readyz_answer_200_without_a_token(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     for path in ["/healthz", "/readyz"] {
         let (status, body) = server.raw(Method::GET, path, None, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -33,9 +40,14 @@ async fn healthz_and_readyz_answer_200_without_a_token() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn metrics_count_requests_by_matched_route_and_events_written() {
-    let server = TestServer::start().await;
+async fn metrics_count_requests_by_matched_route_and_events_written(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1"}})).await;
     api.event(json!({"user": {"id": "u2"}})).await;
@@ -83,9 +95,14 @@ async fn metrics_count_requests_by_matched_route_and_events_written() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn openapi_json_is_openapi_3_1_with_every_route_and_method() {
-    let server = TestServer::start().await;
+async fn openapi_json_is_openapi_3_1_with_every_route_and_method(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (status, doc) = server.raw(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -118,9 +135,14 @@ async fn openapi_json_is_openapi_3_1_with_every_route_and_method() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_route_is_404_in_the_error_shape() {
-    let server = TestServer::start().await;
+async fn an_unknown_route_is_404_in_the_error_shape(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for path in [
         "/nope",
@@ -136,9 +158,14 @@ async fn an_unknown_route_is_404_in_the_error_shape() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_wrong_method_is_405_in_the_error_shape() {
-    let server = TestServer::start().await;
+async fn a_wrong_method_is_405_in_the_error_shape(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for (method, path) in [
         (Method::PUT, "/v1/consents/events"),

@@ -18,14 +18,19 @@ pub struct Process {
 }
 
 /// Starts `assent serve` on a random port over `dir` and waits until it listens.
+pub fn serve(dir: &Path) -> Process {
+    serve_with(&["--data-dir".as_ref(), dir.as_os_str()])
+}
+
+/// Starts `assent serve` on a random port with `args` and waits until it listens.
 #[expect(
     clippy::zombie_processes,
     reason = "the child is reaped by Process::kill or its Drop"
 )]
-pub fn serve(dir: &Path) -> Process {
+pub fn serve_with(args: &[&std::ffi::OsStr]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_assent"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env("ASSENT_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

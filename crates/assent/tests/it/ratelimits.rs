@@ -2,13 +2,20 @@
 //! allows 100 requests per 15 s per organization, answers 429 with `Retry-After` beyond that,
 //! and sends `RateLimit` / `RateLimit-Policy` headers on allowed responses too.
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_error};
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::{Value, json};
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn consents_routes_are_not_throttled_by_default() {
-    let server = TestServer::start().await;
+async fn consents_routes_are_not_throttled_by_default(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1"}})).await;
     for i in 0..150 {
@@ -18,10 +25,15 @@ async fn consents_routes_are_not_throttled_by_default() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
 #[ignore = "lands with rate limits (issue 6)"]
-async fn session_answers_carry_rate_limit_headers() {
-    let server = TestServer::start().await;
+async fn session_answers_carry_rate_limit_headers(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let res = server
         .http
         .post(format!("{}/v1/sessions", server.base))
@@ -40,10 +52,15 @@ async fn session_answers_carry_rate_limit_headers() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
 #[ignore = "lands with rate limits (issue 6)"]
-async fn sessions_beyond_100_in_15_seconds_are_429_with_retry_after() {
-    let server = TestServer::start().await;
+async fn sessions_beyond_100_in_15_seconds_are_429_with_retry_after(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let body = json!({"type": "api-key", "key": server.key, "secret": server.secret});
     let mut limited = None;
     for i in 0..101 {

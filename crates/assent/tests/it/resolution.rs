@@ -1,12 +1,19 @@
 //! How an event finds its user (API.md §3.4, last paragraph).
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_error, purpose_enabled};
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::json;
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_naming_an_unknown_user_id_creates_that_user() {
-    let server = TestServer::start().await;
+async fn an_event_naming_an_unknown_user_id_creates_that_user(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     assert_eq!(
         api.user_status_code("new-user").await,
@@ -32,9 +39,16 @@ async fn an_event_naming_an_unknown_user_id_creates_that_user() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_naming_an_unknown_organization_user_id_creates_a_user_with_it() {
-    let server = TestServer::start().await;
+async fn an_event_naming_an_unknown_organization_user_id_creates_a_user_with_it(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let first = api
         .event(json!({"user": {"organization_user_id": "bob@example.com"}}))
@@ -55,9 +69,14 @@ async fn an_event_naming_an_unknown_organization_user_id_creates_a_user_with_it(
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_without_user_creates_a_user_with_a_generated_id() {
-    let server = TestServer::start().await;
+async fn an_event_without_user_creates_a_user_with_a_generated_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let a = api
         .event(json!({"consents": {"purposes": [{"id": "p", "enabled": true}]}}))
@@ -77,9 +96,14 @@ async fn an_event_without_user_creates_a_user_with_a_generated_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_naming_both_ids_attaches_the_organization_user_id_once() {
-    let server = TestServer::start().await;
+async fn an_event_naming_both_ids_attaches_the_organization_user_id_once(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1"}})).await;
     let (status, _) = api
@@ -118,9 +142,16 @@ async fn an_event_naming_both_ids_attaches_the_organization_user_id_once() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_naming_a_different_organization_user_id_than_the_users_is_409() {
-    let server = TestServer::start().await;
+async fn an_event_naming_a_different_organization_user_id_than_the_users_is_409(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1", "organization_user_id": "first@example.com"}}))
         .await;
@@ -143,9 +174,16 @@ async fn an_event_naming_a_different_organization_user_id_than_the_users_is_409(
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_event_giving_a_user_an_organization_user_id_owned_by_another_user_is_409() {
-    let server = TestServer::start().await;
+async fn an_event_giving_a_user_an_organization_user_id_owned_by_another_user_is_409(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "owner", "organization_user_id": "taken@example.com"}}))
         .await;

@@ -1,7 +1,9 @@
 //! `POST /v1/sessions`: an API key and its secret are exchanged for a one-hour token.
 
+use crate::common::Backend;
 use crate::common::{TestServer, assert_bad_field, assert_error};
 use reqwest::{Method, StatusCode};
+use rstest::rstest;
 use serde_json::{Value, json};
 
 async fn open(server: &TestServer, body: Value) -> (StatusCode, Value) {
@@ -10,9 +12,14 @@ async fn open(server: &TestServer, body: Value) -> (StatusCode, Value) {
         .await
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn valid_key_and_secret_open_a_one_hour_session() {
-    let server = TestServer::start().await;
+async fn valid_key_and_secret_open_a_one_hour_session(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (status, body) = open(
         &server,
         json!({"type": "api-key", "key": server.key, "secret": server.secret}),
@@ -40,9 +47,14 @@ async fn valid_key_and_secret_open_a_one_hour_session() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn wrong_key_and_wrong_secret_are_401_with_the_same_message() {
-    let server = TestServer::start().await;
+async fn wrong_key_and_wrong_secret_are_401_with_the_same_message(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (s1, wrong_key) = open(
         &server,
         json!({"type": "api-key", "key": "no-such-key", "secret": server.secret}),
@@ -63,9 +75,14 @@ async fn wrong_key_and_wrong_secret_are_401_with_the_same_message() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_session_type_other_than_api_key_is_400() {
-    let server = TestServer::start().await;
+async fn a_session_type_other_than_api_key_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (status, body) = open(
         &server,
         json!({"type": "password", "key": server.key, "secret": server.secret}),
@@ -75,9 +92,14 @@ async fn a_session_type_other_than_api_key_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn missing_session_fields_are_400_naming_each_field() {
-    let server = TestServer::start().await;
+async fn missing_session_fields_are_400_naming_each_field(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (status, body) = open(&server, json!({})).await;
     assert_bad_field(status, &body, "type");
     assert_bad_field(status, &body, "key");
@@ -89,9 +111,14 @@ async fn missing_session_fields_are_400_naming_each_field() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn session_fields_of_the_wrong_type_are_400_naming_the_field() {
-    let server = TestServer::start().await;
+async fn session_fields_of_the_wrong_type_are_400_naming_the_field(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (status, body) = open(
         &server,
         json!({"type": "api-key", "key": 42, "secret": server.secret}),
@@ -103,9 +130,14 @@ async fn session_fields_of_the_wrong_type_are_400_naming_the_field() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_session_field_is_400() {
-    let server = TestServer::start().await;
+async fn an_unknown_session_field_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let (status, body) = open(
         &server,
         json!({"type": "api-key", "key": server.key, "secret": server.secret, "scope": "all"}),
@@ -115,9 +147,14 @@ async fn an_unknown_session_field_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_session_body_that_is_not_json_is_400() {
-    let server = TestServer::start().await;
+async fn a_session_body_that_is_not_json_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let res = server
         .http
         .post(format!("{}/v1/sessions", server.base))

@@ -2,8 +2,10 @@
 //! independent of arrival order, null choices, vendors, metadata, countries, pending events and
 //! regulations.
 
+use crate::common::Backend;
 use crate::common::{Api, TestServer, channel, purpose, purpose_enabled};
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::{Value, json};
 
 async fn choose(api: &Api, user: &str, created_at: &str, purposes: Value) -> Value {
@@ -15,9 +17,14 @@ async fn choose(api: &Api, user: &str, created_at: &str, purposes: Value) -> Val
     .await
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn late_event_does_not_override_newer_choice() {
-    let server = TestServer::start().await;
+async fn late_event_does_not_override_newer_choice(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -47,9 +54,14 @@ async fn late_event_does_not_override_newer_choice() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_status_does_not_depend_on_arrival_order() {
-    let server = TestServer::start().await;
+async fn the_status_does_not_depend_on_arrival_order(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let events = [
         json!({"created_at": "2024-01-01T00:00:00Z", "user": {"metadata": {"a": 1, "b": 1}, "last_seen_country": "DE"},
@@ -96,9 +108,14 @@ async fn the_status_does_not_depend_on_arrival_order() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn events_at_the_same_instant_apply_in_arrival_order() {
-    let server = TestServer::start().await;
+async fn events_at_the_same_instant_apply_in_arrival_order(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let at = "2024-01-01T00:00:00Z";
     choose(&api, "u1", at, json!([{"id": "p", "enabled": true}])).await;
@@ -107,9 +124,14 @@ async fn events_at_the_same_instant_apply_in_arrival_order() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_null_choice_leaves_the_earlier_choice_in_place() {
-    let server = TestServer::start().await;
+async fn a_null_choice_leaves_the_earlier_choice_in_place(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -146,9 +168,14 @@ async fn a_null_choice_leaves_the_earlier_choice_in_place() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_purpose_never_chosen_shows_null() {
-    let server = TestServer::start().await;
+async fn a_purpose_never_chosen_shows_null(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -164,9 +191,14 @@ async fn a_purpose_never_chosen_shows_null() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn purposes_merge_by_id() {
-    let server = TestServer::start().await;
+async fn purposes_merge_by_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -190,9 +222,14 @@ async fn purposes_merge_by_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn purpose_values_preferences_channels_and_metadata_merge_by_id() {
-    let server = TestServer::start().await;
+async fn purpose_values_preferences_channels_and_metadata_merge_by_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -250,9 +287,14 @@ async fn purpose_values_preferences_channels_and_metadata_merge_by_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn top_level_channels_merge_by_id() {
-    let server = TestServer::start().await;
+async fn top_level_channels_merge_by_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"created_at": "2024-01-01T00:00:00Z", "user": {"id": "u1"},
         "consents": {"channels": [{"id": "email", "enabled": true, "metadata": {"a": 1}}, {"id": "sms", "enabled": true}]}}))
@@ -277,9 +319,14 @@ async fn top_level_channels_merge_by_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_vendor_switches_between_enabled_and_disabled() {
-    let server = TestServer::start().await;
+async fn a_vendor_switches_between_enabled_and_disabled(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let vendors = |v: Value| json!({"user": {"id": "u1"}, "consents": {"vendors": v}});
     api.event(vendors(
@@ -314,9 +361,14 @@ async fn a_vendor_switches_between_enabled_and_disabled() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_vendor_both_enabled_and_disabled_in_one_event_is_400() {
-    let server = TestServer::start().await;
+async fn a_vendor_both_enabled_and_disabled_in_one_event_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post(
@@ -328,9 +380,14 @@ async fn a_vendor_both_enabled_and_disabled_in_one_event_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_latest_tcf_string_wins() {
-    let server = TestServer::start().await;
+async fn the_latest_tcf_string_wins(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let tcf = |at: &str, s: &str| json!({"created_at": at, "user": {"id": "u1"}, "consents": {"tcfcs": s}});
     let newer = "CPSG_8APSG_8ANwAAAENAwCgAAAAAAAAAAYgACPAAAAA.IDKQA4AAgAKAGQAygAAA.YAAAAAAAAAAA";
@@ -341,9 +398,14 @@ async fn the_latest_tcf_string_wins() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn user_metadata_merges_by_key_into_the_user() {
-    let server = TestServer::start().await;
+async fn user_metadata_merges_by_key_into_the_user(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1", "metadata": {"a": 1, "b": "one", "nested": {"x": 1}}}}))
         .await;
@@ -357,9 +419,14 @@ async fn user_metadata_merges_by_key_into_the_user() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn last_seen_country_comes_from_the_latest_event_that_carries_one() {
-    let server = TestServer::start().await;
+async fn last_seen_country_comes_from_the_latest_event_that_carries_one(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let seen = |at: &str, c: Option<&str>| {
         let mut e = json!({"created_at": at, "user": {"id": "u1"}});
@@ -386,9 +453,16 @@ async fn last_seen_country_comes_from_the_latest_event_that_carries_one() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_pending_event_is_stored_and_listed_but_changes_nothing_until_confirmed() {
-    let server = TestServer::start().await;
+async fn a_pending_event_is_stored_and_listed_but_changes_nothing_until_confirmed(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -449,9 +523,14 @@ async fn a_pending_event_is_stored_and_listed_but_changes_nothing_until_confirme
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_confirmed_event_set_back_to_pending_stops_counting() {
-    let server = TestServer::start().await;
+async fn a_confirmed_event_set_back_to_pending_stops_counting(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     choose(
         &api,
@@ -480,9 +559,14 @@ async fn a_confirmed_event_set_back_to_pending_stops_counting() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn each_regulation_has_its_own_status() {
-    let server = TestServer::start().await;
+async fn each_regulation_has_its_own_status(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "g1", "user": {"id": "u1"},
                      "consents": {"purposes": [{"id": "sale", "enabled": true}]}}))

@@ -1,15 +1,24 @@
 //! `/v1/consents/users`: create, read (also at an instant), change, erase and list users.
 
+use crate::common::Backend;
 use crate::common::{
     TestServer, assert_bad_field, assert_error, purpose, purpose_enabled, urlencode,
 };
 use reqwest::StatusCode;
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn creating_a_user_answers_it_and_it_can_be_read_by_id_and_organization_user_id() {
-    let server = TestServer::start().await;
+async fn creating_a_user_answers_it_and_it_can_be_read_by_id_and_organization_user_id(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, user) = api
         .post(
@@ -39,9 +48,14 @@ async fn creating_a_user_answers_it_and_it_can_be_read_by_id_and_organization_us
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn creating_a_user_without_id_generates_one() {
-    let server = TestServer::start().await;
+async fn creating_a_user_without_id_generates_one(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, user) = api.post("/v1/consents/users", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{user}");
@@ -54,9 +68,14 @@ async fn creating_a_user_without_id_generates_one() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn creating_a_user_with_a_taken_id_or_organization_user_id_is_409() {
-    let server = TestServer::start().await;
+async fn creating_a_user_with_a_taken_id_or_organization_user_id_is_409(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.post(
         "/v1/consents/users",
@@ -97,9 +116,14 @@ async fn creating_a_user_with_a_taken_id_or_organization_user_id_is_409() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn creating_a_user_with_a_bad_field_is_400_naming_it() {
-    let server = TestServer::start().await;
+async fn creating_a_user_with_a_bad_field_is_400_naming_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for (body, path) in [
         (json!({"id": "u1", "email": "x@y"}), "email"),
@@ -121,9 +145,14 @@ async fn creating_a_user_with_a_bad_field_is_400_naming_it() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_user_is_404_by_id_and_by_organization_user_id() {
-    let server = TestServer::start().await;
+async fn an_unknown_user_is_404_by_id_and_by_organization_user_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1", "organization_user_id": "jo@example.com"}}))
         .await;
@@ -154,9 +183,14 @@ async fn an_unknown_user_is_404_by_id_and_by_organization_user_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn patching_metadata_merges_by_key_and_null_removes_a_key() {
-    let server = TestServer::start().await;
+async fn patching_metadata_merges_by_key_and_null_removes_a_key(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.post(
         "/v1/consents/users",
@@ -175,9 +209,14 @@ async fn patching_metadata_merges_by_key_and_null_removes_a_key() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_change_increments_the_version_and_a_stale_version_is_409() {
-    let server = TestServer::start().await;
+async fn every_change_increments_the_version_and_a_stale_version_is_409(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (_, created) = api.post("/v1/consents/users", json!({"id": "u1"})).await;
     let v1 = created["version"].as_i64().unwrap();
@@ -224,9 +263,14 @@ async fn every_change_increments_the_version_and_a_stale_version_is_409() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn patching_countries_and_organization_user_id_changes_the_user() {
-    let server = TestServer::start().await;
+async fn patching_countries_and_organization_user_id_changes_the_user(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.post(
         "/v1/consents/users",
@@ -260,9 +304,14 @@ async fn patching_countries_and_organization_user_id_changes_the_user() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn patching_to_an_organization_user_id_of_another_user_is_409() {
-    let server = TestServer::start().await;
+async fn patching_to_an_organization_user_id_of_another_user_is_409(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.post(
         "/v1/consents/users",
@@ -287,9 +336,14 @@ async fn patching_to_an_organization_user_id_of_another_user_is_409() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_patch_with_a_bad_field_is_400_naming_it() {
-    let server = TestServer::start().await;
+async fn a_patch_with_a_bad_field_is_400_naming_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.post("/v1/consents/users", json!({"id": "u1"})).await;
     for (body, path) in [
@@ -306,9 +360,14 @@ async fn a_patch_with_a_bad_field_is_400_naming_it() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn profile_edits_survive_recomputation_and_newest_value_wins() {
-    let server = TestServer::start().await;
+async fn profile_edits_survive_recomputation_and_newest_value_wins(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "user": {"id": "u1", "metadata": {"a": "event", "b": "event"}}}))
         .await;
@@ -337,9 +396,16 @@ async fn profile_edits_survive_recomputation_and_newest_value_wins() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_a_user_erases_it_and_its_events_and_answers_the_deleted_user() {
-    let server = TestServer::start().await;
+async fn deleting_a_user_erases_it_and_its_events_and_answers_the_deleted_user(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(
         json!({"id": "e1", "user": {"id": "u1", "organization_user_id": "kim@example.com"},
@@ -382,9 +448,14 @@ async fn deleting_a_user_erases_it_and_its_events_and_answers_the_deleted_user()
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_a_user_by_organization_user_id_erases_it() {
-    let server = TestServer::start().await;
+async fn deleting_a_user_by_organization_user_id_erases_it(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "user": {"id": "u1", "organization_user_id": "lee@example.com"}}))
         .await;
@@ -398,9 +469,14 @@ async fn deleting_a_user_by_organization_user_id_erases_it() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_users_pages_with_a_cursor_until_null() {
-    let server = TestServer::start().await;
+async fn listing_users_pages_with_a_cursor_until_null(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for chunk in 0..3 {
         let batch: Vec<Value> = (0..100)
@@ -452,9 +528,14 @@ async fn listing_users_pages_with_a_cursor_until_null() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_cursor_is_null_when_the_last_page_is_exactly_full() {
-    let server = TestServer::start().await;
+async fn the_cursor_is_null_when_the_last_page_is_exactly_full(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let batch: Vec<Value> = (0..20)
         .map(|n| json!({"user": {"id": format!("u{n:02}")}}))
@@ -477,9 +558,14 @@ async fn the_cursor_is_null_when_the_last_page_is_exactly_full() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_users_defaults_to_pages_of_100() {
-    let server = TestServer::start().await;
+async fn listing_users_defaults_to_pages_of_100(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let batch: Vec<Value> = (0..100)
         .map(|n| json!({"user": {"id": format!("a{n}")}}))
@@ -494,9 +580,14 @@ async fn listing_users_defaults_to_pages_of_100() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_users_filters_on_organization_user_id() {
-    let server = TestServer::start().await;
+async fn listing_users_filters_on_organization_user_id(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for name in ["ann", "ben", "cat"] {
         api.event(
@@ -522,9 +613,14 @@ async fn listing_users_filters_on_organization_user_id() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_users_filters_on_metadata_and_country() {
-    let server = TestServer::start().await;
+async fn listing_users_filters_on_metadata_and_country(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.post(
         "/v1/consents/users",
@@ -557,9 +653,14 @@ async fn listing_users_filters_on_metadata_and_country() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_users_filters_on_a_created_at_range() {
-    let server = TestServer::start().await;
+async fn listing_users_filters_on_a_created_at_range(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let mut created = Vec::new();
     for i in 0..4 {
@@ -595,9 +696,14 @@ async fn listing_users_filters_on_a_created_at_range() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn listing_users_shows_the_status_of_the_requested_regulation() {
-    let server = TestServer::start().await;
+async fn listing_users_shows_the_status_of_the_requested_regulation(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(
         json!({"user": {"id": "u1"}, "consents": {"purposes": [{"id": "p", "enabled": true}]}}),
@@ -611,9 +717,14 @@ async fn listing_users_shows_the_status_of_the_requested_regulation() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_bad_cursor_limit_or_filter_on_the_user_list_is_400() {
-    let server = TestServer::start().await;
+async fn a_bad_cursor_limit_or_filter_on_the_user_list_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1"}})).await;
     for (q, path) in [
@@ -636,9 +747,14 @@ async fn a_bad_cursor_limit_or_filter_on_the_user_list_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn at_answers_the_status_as_it_stood_at_that_instant() {
-    let server = TestServer::start().await;
+async fn at_answers_the_status_as_it_stood_at_that_instant(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(
         json!({"created_at": "2023-01-01T00:00:00Z", "user": {"id": "u1"},
@@ -696,9 +812,14 @@ async fn at_answers_the_status_as_it_stood_at_that_instant() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn at_follows_the_requested_regulation() {
-    let server = TestServer::start().await;
+async fn at_follows_the_requested_regulation(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"created_at": "2023-01-01T00:00:00Z", "regulation": "ccpa", "user": {"id": "u1", "organization_user_id": "mo@example.com"},
                      "consents": {"purposes": [{"id": "sale", "enabled": false}]}}))
@@ -715,9 +836,14 @@ async fn at_follows_the_requested_regulation() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_bad_at_is_400() {
-    let server = TestServer::start().await;
+async fn a_bad_at_is_400(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"user": {"id": "u1"}})).await;
     for at in ["yesterday", "2023-01-01", "1"] {
@@ -731,9 +857,16 @@ async fn a_bad_at_is_400() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn organization_user_ids_with_reserved_url_characters_work_in_paths() {
-    let server = TestServer::start().await;
+async fn organization_user_ids_with_reserved_url_characters_work_in_paths(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     for ouid in [
         "a/b@example.com",
@@ -772,9 +905,14 @@ async fn organization_user_ids_with_reserved_url_characters_work_in_paths() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_batch_moves_the_version_of_each_user_it_touches_by_one() {
-    let server = TestServer::start().await;
+async fn a_batch_moves_the_version_of_each_user_it_touches_by_one(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, _) = api
         .post(
@@ -803,9 +941,16 @@ async fn a_batch_moves_the_version_of_each_user_it_touches_by_one() {
     server.stop().await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deleting_the_event_that_attached_an_organization_user_id_keeps_it() {
-    let server = TestServer::start().await;
+async fn deleting_the_event_that_attached_an_organization_user_id_keeps_it(
+    #[case] backend: Backend,
+) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     api.event(json!({"id": "e1", "user": {"id": "u1"}})).await;
     api.event(json!({"id": "e2", "user": {"id": "u1", "organization_user_id": "nat@example.com"}}))

@@ -1,0 +1,386 @@
+//! The PostgreSQL implementation of [`Store`]: any number of `assent serve` processes share one
+//! database.
+//!
+//! Each write request is one transaction. It resolves its users, locks their rows in key order
+//! (`SELECT … FOR UPDATE`), inserts its events with one multi-row statement, folds them into the
+//! locked users and writes them back; two nodes writing for the same user therefore take turns,
+//! and an event id is made unique by the `(org_id, id)` index, so replays sent to two nodes at
+//! once store one event. A transaction that loses a race (a user created or an id stored by
+//! another node in the meantime, a deadlock) is retried from the start.
+
+mod read;
+mod schema;
+mod write;
+
+pub use schema::SCHEMA_VERSION;
+
+use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions};
+use assent_model::event::EventPatch;
+use assent_model::query::{EventsQuery, Page, UsersQuery};
+use assent_model::status::{ConsentsView, status_at};
+use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
+use assent_model::{
+    ConsentEvent, DomainError, EventId, EventInput, EventStatus, OrganizationId, Regulation,
+    Timestamp,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, NoTls};
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database` (libpq URL or key=value form).
+    pub url: String,
+    /// Most connections this process opens.
+    pub pool_size: usize,
+}
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// Turns a PostgreSQL failure into a store failure.
+pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
+    if e.is_closed() {
+        return StoreError::Unavailable(format!("the database connection failed: {e}"));
+    }
+    match e.code() {
+        Some(c) if *c == SqlState::TOO_MANY_CONNECTIONS || *c == SqlState::ADMIN_SHUTDOWN => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(match e.as_db_error() {
+            Some(d) => format!("{}: {}", d.code().code(), d.message()),
+            None => match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
+        }),
+    }
+}
+
+/// Where the configuration points, for messages (never the password).
+fn describe(config: &Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// One sentence for a failed first connection.
+fn connect_error(config: &Config, e: &tokio_postgres::Error) -> StoreError {
+    let place = describe(config);
+    let user = config.get_user().unwrap_or("?");
+    let message = match e.code() {
+        Some(c) if *c == SqlState::INVALID_PASSWORD => {
+            format!("PostgreSQL at {place} refused the password of user '{user}'")
+        }
+        Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!(
+            "PostgreSQL at {place} refused user '{user}': {}",
+            e.as_db_error().map(|d| d.message()).unwrap_or_default()
+        ),
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => format!(
+            "database '{}' does not exist on PostgreSQL at {place}",
+            config.get_dbname().unwrap_or("?")
+        ),
+        _ => {
+            let cause = std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.to_string());
+            format!("cannot connect to PostgreSQL at {place}: {cause}")
+        }
+    };
+    StoreError::Unavailable(message)
+}
+
+impl PgStore {
+    /// Connects, checks the credentials, and brings the schema up to date.
+    pub async fn connect(config: &PostgresConfig) -> Result<PgStore, StoreError> {
+        let store = Self::connect_unmigrated(config).await?;
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// Connects and checks the credentials without touching the schema.
+    pub async fn connect_unmigrated(config: &PostgresConfig) -> Result<PgStore, StoreError> {
+        let mut pg = Config::from_str(&config.url)
+            .map_err(|e| StoreError::Unavailable(format!("the database URL is not valid: {e}")))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(10));
+        }
+        pg.application_name("assent");
+        // A first connection tells a bad password from a missing database, in one sentence.
+        let (client, connection) = pg
+            .connect(NoTls)
+            .await
+            .map_err(|e| connect_error(&pg, &e))?;
+        drop(client);
+        drop(connection);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    /// Applies the migrations and returns the schema version.
+    pub async fn migrate(&self) -> Result<i32, StoreError> {
+        let mut client = self.client().await?;
+        schema::migrate(&mut client).await?;
+        schema::version(&client).await
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("no database connection available: {e}")))
+    }
+}
+
+fn unknown_user(user: &UserSelector) -> StoreError {
+    StoreError::Domain(user.not_found())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let version = schema::version(&client).await?;
+        if version == SCHEMA_VERSION {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "schema version {version}, expected {SCHEMA_VERSION}"
+            )))
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.pool.close();
+    }
+
+    async fn signing_key(&self) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        let fresh: [u8; 32] = rand::random();
+        client
+            .execute(
+                "INSERT INTO assent_meta (key, value) VALUES ('signing_key', $1)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&fresh.as_slice()],
+            )
+            .await
+            .map_err(db)?;
+        let row = client
+            .query_one(
+                "SELECT value FROM assent_meta WHERE key = 'signing_key'",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.get(0))
+    }
+
+    async fn organization_count(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM organizations", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError> {
+        let mut client = self.client().await?;
+        write::create_api_key(&mut client, &key, false).await?;
+        Ok(key)
+    }
+
+    async fn create_first_api_key(&self, key: ApiKey) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        write::create_api_key(&mut client, &key, true).await
+    }
+
+    async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
+        let client = self.client().await?;
+        read::api_key(&client, key).await
+    }
+
+    async fn append_events(
+        &self,
+        org: &OrganizationId,
+        events: Vec<EventInput>,
+        _options: WriteOptions,
+    ) -> Result<Vec<ConsentEvent>, StoreError> {
+        let mut client = self.client().await?;
+        write::append(&mut client, org, events).await
+    }
+
+    async fn get_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+    ) -> Result<ConsentEvent, StoreError> {
+        let client = self.client().await?;
+        read::event_by_id(&client, org, id)
+            .await?
+            .map(|(e, _)| e)
+            .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))
+    }
+
+    async fn list_events(
+        &self,
+        org: &OrganizationId,
+        query: &EventsQuery,
+    ) -> Result<Page<ConsentEvent>, StoreError> {
+        let client = self.client().await?;
+        let Some(user) = read::user(&client, org, &query.user, false).await? else {
+            return Ok(query.page(Vec::new()));
+        };
+        let events = read::user_events(&client, org, user.key, &user.record.id).await?;
+        Ok(query.page(events))
+    }
+
+    async fn patch_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+        patch: EventPatch,
+        _options: WriteOptions,
+    ) -> Result<ConsentEvent, StoreError> {
+        let mut client = self.client().await?;
+        write::patch_event(&mut client, org, id, &patch).await
+    }
+
+    async fn delete_event(
+        &self,
+        org: &OrganizationId,
+        id: &EventId,
+        _options: WriteOptions,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        write::delete_events(&mut client, org, write::Doomed::One(id.clone())).await?;
+        Ok(())
+    }
+
+    async fn delete_events(
+        &self,
+        org: &OrganizationId,
+        query: EventsQuery,
+        _options: WriteOptions,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        write::delete_events(&mut client, org, write::Doomed::Matching(query)).await
+    }
+
+    async fn create_user(
+        &self,
+        org: &OrganizationId,
+        user: NewUser,
+        _options: WriteOptions,
+    ) -> Result<UserRecord, StoreError> {
+        let mut client = self.client().await?;
+        write::create_user(&mut client, org, user).await
+    }
+
+    async fn get_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+    ) -> Result<UserRecord, StoreError> {
+        let client = self.client().await?;
+        read::user(&client, org, user, false)
+            .await?
+            .map(|u| u.record)
+            .ok_or_else(|| unknown_user(user))
+    }
+
+    async fn get_user_at(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        regulation: &Regulation,
+        at: Timestamp,
+    ) -> Result<(UserRecord, ConsentsView), StoreError> {
+        let client = self.client().await?;
+        let found = read::user(&client, org, user, false)
+            .await?
+            .ok_or_else(|| unknown_user(user))?;
+        let events = read::user_events(&client, org, found.key, &found.record.id).await?;
+        let view = status_at(
+            events
+                .iter()
+                .filter(|e| e.status == EventStatus::Confirmed)
+                .map(|e| (&e.regulation, &*e.body, e.stamp())),
+            regulation,
+            at.millis(),
+        );
+        Ok((found.record, view))
+    }
+
+    async fn list_users(
+        &self,
+        org: &OrganizationId,
+        query: &UsersQuery,
+    ) -> Result<UsersPage, StoreError> {
+        let client = self.client().await?;
+        read::list_users(&client, org, query).await
+    }
+
+    async fn patch_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        patch: UserPatch,
+        _options: WriteOptions,
+    ) -> Result<UserRecord, StoreError> {
+        let mut client = self.client().await?;
+        write::patch_user(&mut client, org, user, &patch).await
+    }
+
+    async fn delete_user(
+        &self,
+        org: &OrganizationId,
+        user: &UserSelector,
+        _options: WriteOptions,
+    ) -> Result<UserRecord, StoreError> {
+        let mut client = self.client().await?;
+        write::delete_user(&mut client, org, user).await
+    }
+}
+
+/// Decodes a cursor of the users list.
+pub(crate) fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
+    cursor
+        .strip_prefix('u')
+        .and_then(|k| k.parse::<i64>().ok())
+        .filter(|k| *k >= 0)
+        .ok_or_else(|| {
+            StoreError::Domain(DomainError::invalid_field(
+                "$cursor",
+                "is not a cursor returned by this API",
+            ))
+        })
+}

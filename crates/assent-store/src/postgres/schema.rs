@@ -1,0 +1,139 @@
+//! The PostgreSQL schema and its migrations.
+//!
+//! Every primary key, and every unique index of the write path, starts with the organization,
+//! so that the tables can be distributed by `org_id` on a PostgreSQL-compatible distributed
+//! database. The one exception, `api_keys_by_key`, serves session creation (which does not
+//! know the organization yet); on a distributed database `api_keys` is a small reference table.
+
+use crate::StoreError;
+use tokio_postgres::Client;
+
+/// The newest schema version this binary knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Key of the advisory lock that serializes migrations between nodes starting together.
+const MIGRATION_LOCK: i64 = 0x6173_7365_6e74;
+
+const V1: &str = "
+CREATE TABLE assent_meta (
+    key   text PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+CREATE TABLE organizations (
+    org_id     text PRIMARY KEY,
+    created_at bigint NOT NULL
+);
+
+CREATE TABLE api_keys (
+    org_id      text NOT NULL,
+    id          text NOT NULL,
+    key         text NOT NULL,
+    name        text,
+    enabled     boolean NOT NULL,
+    secret_hash text NOT NULL,
+    created_at  bigint NOT NULL,
+    updated_at  bigint NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE UNIQUE INDEX api_keys_by_key ON api_keys (key);
+
+CREATE SEQUENCE assent_user_keys;
+CREATE SEQUENCE assent_event_seq;
+
+-- One row per user; `state` is the profile and the status per regulation with the stamp of
+-- every leaf (JSON, see assent_model::status). Updated in place under a row lock; the fill
+-- factor leaves room for heap-only updates, since no indexed column changes.
+CREATE TABLE users (
+    org_id               text NOT NULL,
+    user_key             bigint NOT NULL,
+    id                   text NOT NULL,
+    organization_user_id text,
+    version              bigint NOT NULL,
+    created_at           bigint NOT NULL,
+    updated_at           bigint NOT NULL,
+    state                bytea NOT NULL,
+    PRIMARY KEY (org_id, user_key)
+) WITH (fillfactor = 80);
+CREATE UNIQUE INDEX users_by_id ON users (org_id, id);
+CREATE UNIQUE INDEX users_by_organization_user_id ON users (org_id, organization_user_id)
+    WHERE organization_user_id IS NOT NULL;
+
+-- The events, clustered in the primary key by user; `seq` is the arrival order across all
+-- nodes (a shared sequence).
+CREATE TABLE events (
+    org_id     text NOT NULL,
+    user_key   bigint NOT NULL,
+    seq        bigint NOT NULL,
+    id         text NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    status     smallint NOT NULL,
+    regulation text NOT NULL,
+    body       bytea NOT NULL,
+    PRIMARY KEY (org_id, user_key, seq)
+);
+CREATE UNIQUE INDEX events_by_id ON events (org_id, id);
+
+-- Progress of `assent migrate --from sqlite:… --to postgres://…`, so that an interrupted copy
+-- resumes where it stopped.
+CREATE TABLE assent_copy (
+    source   text NOT NULL,
+    phase    text NOT NULL,
+    last_key bigint NOT NULL,
+    done     bigint NOT NULL,
+    PRIMARY KEY (source, phase)
+);
+";
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+
+/// Brings the schema to [`SCHEMA_VERSION`] under an advisory lock (many nodes may start at
+/// once), or explains why it cannot.
+pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(super::db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(super::db)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS assent_schema (version integer NOT NULL)")
+        .await
+        .map_err(super::db)?;
+    let current: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM assent_schema", &[])
+        .await
+        .map_err(super::db)?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "the database was migrated by a newer version of Assent (schema {current}; \
+             this binary knows up to {SCHEMA_VERSION}); upgrade Assent"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql).await.map_err(super::db)?;
+        tx.execute(
+            "INSERT INTO assent_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(super::db)?;
+    }
+    tx.commit().await.map_err(super::db)
+}
+
+/// The schema version of the database (0 when it was never migrated).
+pub async fn version(client: &Client) -> Result<i32, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('assent_schema') IS NOT NULL", &[])
+        .await
+        .map_err(super::db)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one("SELECT coalesce(max(version), 0) FROM assent_schema", &[])
+        .await
+        .map_err(super::db)?
+        .get(0))
+}

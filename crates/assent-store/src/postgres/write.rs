@@ -1,0 +1,769 @@
+//! Writes: each is one transaction, retried from the start when it loses a race with another
+//! node (a user or an event id created concurrently, a deadlock, a serialization failure).
+
+use super::db;
+use super::read::{self, PgUser};
+use crate::{ApiKey, StoreError};
+use assent_model::event::EventPatch;
+use assent_model::query::EventsQuery;
+use assent_model::user::{
+    Found, NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve,
+};
+use assent_model::{
+    ConsentEvent, EventId, EventInput, EventStatus, OrganizationId, Stamp, Timestamp, UserState,
+};
+use deadpool_postgres::{GenericClient, Object, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+
+/// Attempts of a write before it gives up on contention.
+const MAX_ATTEMPTS: u32 = 10;
+/// Key of the advisory lock that makes the first-key bootstrap happen once.
+const BOOTSTRAP_LOCK: i64 = 0x6173_7365_6e75;
+
+/// Why a transaction stopped.
+enum TxError {
+    /// It lost a race: roll back and run it again.
+    Retry,
+    /// It failed for good.
+    Fail(StoreError),
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Fail(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::UNIQUE_VIOLATION =>
+            {
+                TxError::Retry
+            }
+            _ => TxError::Fail(db(e)),
+        }
+    }
+}
+
+fn retry<T>(r: Result<T, StoreError>) -> Result<T, TxError> {
+    r.map_err(TxError::Fail)
+}
+
+/// Runs `body` in a transaction until it commits, fails for good, or keeps losing races.
+macro_rules! transaction {
+    ($client:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let $tx = $client.transaction().await.map_err(db)?;
+            let outcome: Result<_, TxError> = $body;
+            let outcome = match outcome {
+                Ok(value) => $tx.commit().await.map(|()| value).map_err(TxError::from),
+                Err(e) => {
+                    let _ = $tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Ok(value) => break Ok(value),
+                Err(TxError::Fail(e)) => break Err(e),
+                Err(TxError::Retry) if attempt < MAX_ATTEMPTS => {
+                    let pause = rand::random_range(1..=(2u64 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(TxError::Retry) => {
+                    break Err(StoreError::Unavailable(
+                        "the write kept conflicting with concurrent writes; retry".into(),
+                    ));
+                }
+            }
+        }
+    }};
+}
+
+/// Stores an API key (and its organization). With `first_only`, does so only when no
+/// organization exists yet, once even if many nodes start together; returns whether it did.
+pub async fn create_api_key(
+    client: &mut Object,
+    key: &ApiKey,
+    first_only: bool,
+) -> Result<bool, StoreError> {
+    transaction!(client, |tx| {
+        async {
+            if first_only {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BOOTSTRAP_LOCK])
+                    .await?;
+                let count: i64 = tx
+                    .query_one("SELECT count(*) FROM organizations", &[])
+                    .await?
+                    .get(0);
+                if count > 0 {
+                    return Ok(false);
+                }
+            }
+            tx.execute(
+                "INSERT INTO organizations (org_id, created_at) VALUES ($1, $2)
+                 ON CONFLICT (org_id) DO NOTHING",
+                &[&key.organization_id.as_str(), &key.created_at.millis()],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO api_keys (org_id, id, key, name, enabled, secret_hash, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &key.organization_id.as_str(),
+                    &key.id,
+                    &key.key,
+                    &key.name,
+                    &key.enabled,
+                    &key.secret_hash,
+                    &key.created_at.millis(),
+                    &key.updated_at.millis(),
+                ],
+            )
+            .await?;
+            Ok(true)
+        }
+        .await
+    })
+}
+
+fn state_bytes(state: &UserState) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(state).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Writes the changed users back (one statement for all).
+async fn write_users(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    users: &[&PgUser],
+) -> Result<(), TxError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<i64> = users.iter().map(|u| u.key).collect();
+    let ouids: Vec<Option<&str>> = users
+        .iter()
+        .map(|u| u.record.organization_user_id.as_deref())
+        .collect();
+    let versions: Vec<i64> = users.iter().map(|u| u.record.version).collect();
+    let updated: Vec<i64> = users.iter().map(|u| u.record.updated_at.millis()).collect();
+    let states = users
+        .iter()
+        .map(|u| state_bytes(&u.record.state))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE users AS u
+             SET organization_user_id = t.ouid, version = t.version, updated_at = t.updated_at,
+                 state = t.state
+             FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bytea[])
+                  AS t(user_key, ouid, version, updated_at, state)
+             WHERE u.org_id = $1 AND u.user_key = t.user_key",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[&org.as_str(), &keys, &ouids, &versions, &updated, &states],
+    )
+    .await?;
+    Ok(())
+}
+
+/// New arrival numbers, ascending.
+async fn next_seqs(tx: &Transaction<'_>, n: usize) -> Result<Vec<i64>, TxError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let stmt = tx
+        .prepare_cached("SELECT nextval('assent_event_seq') FROM generate_series(1, $1::bigint)")
+        .await?;
+    let mut seqs: Vec<i64> = tx
+        .query(&stmt, &[&(n as i64)])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Appends a request's events: all of them or none.
+pub async fn append(
+    client: &mut Object,
+    org: &OrganizationId,
+    events: Vec<EventInput>,
+) -> Result<Vec<ConsentEvent>, StoreError> {
+    let now = Timestamp::now();
+    let (stored, written) = transaction!(client, |tx| append_tx(&tx, org, &events, now).await)?;
+    metrics::counter!("assent_events_written_total").increment(written);
+    Ok(stored)
+}
+
+/// Appends in one transaction; returns the answer and how many events were new.
+async fn append_tx(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    events: &[EventInput],
+    now: Timestamp,
+) -> Result<(Vec<ConsentEvent>, u64), TxError> {
+    // Replays: ids already stored answer with the stored event, or a conflict.
+    let client_ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.id.as_ref().map(EventId::as_str))
+        .collect();
+    let stored: HashMap<String, ConsentEvent> =
+        retry(read::events_by_ids(tx, org, &client_ids).await)?
+            .into_iter()
+            .map(|(e, _)| (e.id.to_string(), e))
+            .collect();
+    let mut fresh: Vec<&EventInput> = Vec::with_capacity(events.len());
+    for input in events {
+        if let Some(id) = &input.id
+            && let Some(existing) = stored.get(id.as_str())
+        {
+            if !input.same_content(existing) {
+                return Err(TxError::Fail(StoreError::conflict(format!(
+                    "event '{id}' already exists with different content"
+                ))));
+            }
+            continue;
+        }
+        fresh.push(input);
+    }
+
+    // Users the events name.
+    let ids: Vec<&str> = fresh
+        .iter()
+        .filter_map(|e| e.body.user.id.as_deref())
+        .collect();
+    let ouids: Vec<&str> = fresh
+        .iter()
+        .filter_map(|e| e.body.user.organization_user_id.as_deref())
+        .collect();
+    let mut by_id: HashMap<String, Found<i64>> = HashMap::new();
+    let mut by_ouid: HashMap<String, Found<i64>> = HashMap::new();
+    if !ids.is_empty() || !ouids.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "SELECT user_key, id, organization_user_id FROM users
+                 WHERE org_id = $1 AND (id = ANY($2) OR organization_user_id = ANY($3))",
+            )
+            .await?;
+        for row in tx.query(&stmt, &[&org.as_str(), &ids, &ouids]).await? {
+            let found = Found {
+                key: row.get(0),
+                id: row.get(1),
+                organization_user_id: row.get(2),
+            };
+            if let Some(o) = &found.organization_user_id {
+                by_ouid.insert(o.clone(), found.clone());
+            }
+            by_id.insert(found.id.clone(), found);
+        }
+    }
+
+    // Resolve each event's user; users created by the batch get placeholder keys (negative)
+    // until their rows exist, so later events of the batch find them too.
+    let mut keys = Vec::with_capacity(fresh.len());
+    let mut created: Vec<(i64, String, Option<String>)> = Vec::new();
+    let mut attached: HashMap<i64, String> = HashMap::new();
+    for input in &fresh {
+        let user = &input.body.user;
+        let found_id = user.id.as_ref().and_then(|i| by_id.get(i)).cloned();
+        let found_ouid = user
+            .organization_user_id
+            .as_ref()
+            .and_then(|o| by_ouid.get(o))
+            .cloned();
+        let key = match resolve(user, found_id, found_ouid).map_err(StoreError::from)? {
+            Resolution::Existing {
+                key,
+                attach_organization_user_id,
+            } => {
+                if let Some(o) = attach_organization_user_id {
+                    let entry = by_id
+                        .values_mut()
+                        .find(|f| f.key == key)
+                        .expect("an existing user was found by id");
+                    entry.organization_user_id = Some(o.clone());
+                    by_ouid.insert(o.clone(), entry.clone());
+                    attached.insert(key, o);
+                }
+                key
+            }
+            Resolution::Create {
+                id,
+                organization_user_id,
+            } => {
+                let key = -(created.len() as i64) - 1;
+                let found = Found {
+                    key,
+                    id: id.clone(),
+                    organization_user_id: organization_user_id.clone(),
+                };
+                if let Some(o) = &organization_user_id {
+                    by_ouid.insert(o.clone(), found.clone());
+                }
+                by_id.insert(id.clone(), found);
+                created.push((key, id, organization_user_id));
+                key
+            }
+        };
+        keys.push(key);
+    }
+
+    // New users' rows. Another node may have created one of them meanwhile: then try again.
+    let mut real: HashMap<i64, i64> = HashMap::new();
+    if !created.is_empty() {
+        let new_ids: Vec<&str> = created.iter().map(|(_, id, _)| id.as_str()).collect();
+        let new_ouids: Vec<Option<&str>> = created.iter().map(|(_, _, o)| o.as_deref()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO users (org_id, user_key, id, organization_user_id, version, created_at, updated_at, state)
+                 SELECT $1, nextval('assent_user_keys'), t.id, t.ouid, 0, $4, $4, '\\x7b7d'::bytea
+                 FROM UNNEST($2::text[], $3::text[]) AS t(id, ouid)
+                 ON CONFLICT DO NOTHING
+                 RETURNING user_key, id",
+            )
+            .await?;
+        let rows = tx
+            .query(&stmt, &[&org.as_str(), &new_ids, &new_ouids, &now.millis()])
+            .await?;
+        if rows.len() != created.len() {
+            return Err(TxError::Retry);
+        }
+        let by_new_id: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+        for (placeholder, id, _) in &created {
+            real.insert(*placeholder, by_new_id[id]);
+        }
+    }
+    let keys: Vec<i64> = keys
+        .into_iter()
+        .map(|k| if k < 0 { real[&k] } else { k })
+        .collect();
+
+    // Lock the users in key order, and check that what the resolution read still holds.
+    let mut distinct: Vec<i64> = keys.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut users: HashMap<i64, PgUser> = retry(read::lock_users(tx, org, &distinct).await)?
+        .into_iter()
+        .map(|u| (u.key, u))
+        .collect();
+    if users.len() != distinct.len() {
+        return Err(TxError::Retry); // a user was deleted meanwhile
+    }
+    for (key, ouid) in &attached {
+        let user = users.get_mut(key).expect("locked");
+        if user.record.organization_user_id.is_some() {
+            return Err(TxError::Retry); // another node attached one meanwhile
+        }
+        user.record.organization_user_id = Some(ouid.clone());
+    }
+    for (input, key) in fresh.iter().zip(&keys) {
+        let user = &users[key];
+        let named_ouid = input.body.user.organization_user_id.as_deref();
+        if input.body.user.id.is_none()
+            && named_ouid.is_some()
+            && user.record.organization_user_id.as_deref() != named_ouid
+        {
+            return Err(TxError::Retry); // the organization user id moved meanwhile
+        }
+    }
+
+    // The events.
+    let seqs = next_seqs(tx, fresh.len()).await?;
+    let ids: Vec<EventId> = fresh
+        .iter()
+        .map(|e| e.id.clone().unwrap_or_else(EventId::generate))
+        .collect();
+    let created_at: Vec<i64> = fresh
+        .iter()
+        .map(|e| e.created_at.unwrap_or(now).millis())
+        .collect();
+    if !fresh.is_empty() {
+        let id_text: Vec<&str> = ids.iter().map(EventId::as_str).collect();
+        let statuses: Vec<i16> = fresh
+            .iter()
+            .map(|e| i16::from(e.status != EventStatus::Confirmed))
+            .collect();
+        let regulations: Vec<&str> = fresh.iter().map(|e| e.regulation.as_str()).collect();
+        let bodies: Vec<&[u8]> = fresh.iter().map(|e| e.body_json.as_slice()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (org_id, user_key, seq, id, created_at, updated_at, status, regulation, body)
+                 SELECT $1, t.k, t.s, t.i, t.c, $2, t.st, t.r, t.b
+                 FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::smallint[],
+                             $8::text[], $9::bytea[]) AS t(k, s, i, c, st, r, b)
+                 ON CONFLICT (org_id, id) DO NOTHING",
+            )
+            .await?;
+        let inserted = tx
+            .execute(
+                &stmt,
+                &[
+                    &org.as_str(),
+                    &now.millis(),
+                    &keys,
+                    &seqs,
+                    &id_text,
+                    &created_at,
+                    &statuses,
+                    &regulations,
+                    &bodies,
+                ],
+            )
+            .await?;
+        if inserted as usize != fresh.len() {
+            return Err(TxError::Retry); // an id was stored by another node meanwhile
+        }
+    }
+
+    // Fold them into their users and write the users back.
+    let mut changed: HashSet<i64> = created
+        .iter()
+        .map(|(p, _, _)| real[p])
+        .chain(attached.keys().copied())
+        .collect();
+    let mut out_new = Vec::with_capacity(fresh.len());
+    for (i, input) in fresh.iter().enumerate() {
+        let user = users.get_mut(&keys[i]).expect("locked");
+        let stamp = Stamp {
+            at: created_at[i],
+            seq: seqs[i],
+        };
+        if input.status == EventStatus::Confirmed {
+            user.record
+                .state
+                .apply(&input.regulation, &input.body, stamp);
+            changed.insert(keys[i]);
+        }
+        out_new.push(ConsentEvent {
+            id: ids[i].clone(),
+            organization_id: org.clone(),
+            user_id: user.record.id.clone(),
+            created_at: Timestamp::from_millis(created_at[i]),
+            updated_at: now,
+            status: input.status,
+            regulation: input.regulation.clone(),
+            seq: seqs[i],
+            body: Arc::new(input.body.clone()),
+        });
+    }
+    for key in &changed {
+        let user = users.get_mut(key).expect("locked");
+        user.record.version += 1;
+        user.record.updated_at = now;
+    }
+    let changed_users: Vec<&PgUser> = changed.iter().map(|k| &users[k]).collect();
+    write_users(tx, org, &changed_users).await?;
+
+    // The answer, in input order.
+    let written = out_new.len() as u64;
+    let mut new_events = out_new.into_iter();
+    let answer: Vec<ConsentEvent> = events
+        .iter()
+        .map(
+            |input| match input.id.as_ref().and_then(|id| stored.get(id.as_str())) {
+                Some(existing) => existing.clone(),
+                None => new_events.next().expect("one new event per fresh input"),
+            },
+        )
+        .collect();
+    Ok((answer, written))
+}
+
+/// Refolds a locked user from its events and writes it back.
+async fn refold(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    user: &mut PgUser,
+    now: Timestamp,
+) -> Result<(), TxError> {
+    let events = retry(read::user_events(tx, org, user.key, &user.record.id).await)?;
+    let confirmed = events
+        .iter()
+        .filter(|e| e.status == EventStatus::Confirmed)
+        .map(|e| (&e.regulation, &*e.body, e.stamp()));
+    user.record.state = user.record.state.refold(confirmed);
+    user.record.version += 1;
+    user.record.updated_at = now;
+    write_users(tx, org, &[user]).await
+}
+
+async fn lock_user_by_key(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    key: i64,
+) -> Result<Option<PgUser>, TxError> {
+    Ok(retry(read::lock_users(tx, org, &[key]).await)?.pop())
+}
+
+/// Changes an event and refolds its user.
+pub async fn patch_event(
+    client: &mut Object,
+    org: &OrganizationId,
+    id: &EventId,
+    patch: &EventPatch,
+) -> Result<ConsentEvent, StoreError> {
+    let now = Timestamp::now();
+    transaction!(client, |tx| {
+        async {
+            let not_found =
+                || TxError::Fail(StoreError::not_found(format!("event '{id}' not found")));
+            let (_, user_key) =
+                retry(read::event_by_id(&tx, org, id).await)?.ok_or_else(not_found)?;
+            let mut user = lock_user_by_key(&tx, org, user_key)
+                .await?
+                .ok_or(TxError::Retry)?;
+            // Read again under the user's lock: the event may have changed meanwhile.
+            let (mut event, _) =
+                retry(read::event_by_id(&tx, org, id).await)?.ok_or_else(not_found)?;
+            patch.apply_to(&mut event, now);
+            let body = serde_json::to_vec(&*event.body)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let status = i16::from(event.status != EventStatus::Confirmed);
+            tx.execute(
+                "UPDATE events SET status = $3, updated_at = $4, body = $5
+                 WHERE org_id = $1 AND id = $2",
+                &[&org.as_str(), &id.as_str(), &status, &now.millis(), &body],
+            )
+            .await?;
+            refold(&tx, org, &mut user, now).await?;
+            Ok(event)
+        }
+        .await
+    })
+}
+
+/// What a deletion of events selects.
+pub enum Doomed {
+    /// One event by id.
+    One(EventId),
+    /// The events of one user that match a query.
+    Matching(EventsQuery),
+}
+
+/// Deletes events and refolds their user; returns how many were deleted.
+pub async fn delete_events(
+    client: &mut Object,
+    org: &OrganizationId,
+    doomed: Doomed,
+) -> Result<u64, StoreError> {
+    let now = Timestamp::now();
+    transaction!(client, |tx| {
+        async {
+            let mut user = match &doomed {
+                Doomed::One(id) => {
+                    let (_, key) =
+                        retry(read::event_by_id(&tx, org, id).await)?.ok_or_else(|| {
+                            TxError::Fail(StoreError::not_found(format!("event '{id}' not found")))
+                        })?;
+                    lock_user_by_key(&tx, org, key)
+                        .await?
+                        .ok_or(TxError::Retry)?
+                }
+                Doomed::Matching(query) => {
+                    match retry(read::user(&tx, org, &query.user, true).await)? {
+                        Some(user) => user,
+                        None => return Ok(0),
+                    }
+                }
+            };
+            let events = retry(read::user_events(&tx, org, user.key, &user.record.id).await)?;
+            let seqs: Vec<i64> = events
+                .iter()
+                .filter(|e| match &doomed {
+                    Doomed::One(id) => e.id == *id,
+                    Doomed::Matching(query) => query.selects(e),
+                })
+                .map(|e| e.seq)
+                .collect();
+            if seqs.is_empty() {
+                return match &doomed {
+                    Doomed::One(id) => Err(TxError::Fail(StoreError::not_found(format!(
+                        "event '{id}' not found"
+                    )))),
+                    Doomed::Matching(_) => Ok(0),
+                };
+            }
+            tx.execute(
+                "DELETE FROM events WHERE org_id = $1 AND user_key = $2 AND seq = ANY($3)",
+                &[&org.as_str(), &user.key, &seqs],
+            )
+            .await?;
+            refold(&tx, org, &mut user, now).await?;
+            Ok(seqs.len() as u64)
+        }
+        .await
+    })
+}
+
+fn conflict_of(
+    found: Option<Found<i64>>,
+    what: impl FnOnce(Found<i64>) -> String,
+) -> Result<(), TxError> {
+    match found {
+        Some(f) => Err(TxError::Fail(StoreError::conflict(what(f)))),
+        None => Ok(()),
+    }
+}
+
+async fn find(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    user: &UserSelector,
+) -> Result<Option<Found<i64>>, TxError> {
+    Ok(
+        retry(read::user(tx, org, user, false).await)?.map(|u| Found {
+            key: u.key,
+            id: u.record.id,
+            organization_user_id: u.record.organization_user_id,
+        }),
+    )
+}
+
+/// Creates a user.
+pub async fn create_user(
+    client: &mut Object,
+    org: &OrganizationId,
+    user: NewUser,
+) -> Result<UserRecord, StoreError> {
+    let now = Timestamp::now();
+    let id = user
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    transaction!(client, |tx| {
+        async {
+            conflict_of(find(&tx, org, &UserSelector::Id(id.clone())).await?, |_| {
+                format!("user '{id}' already exists")
+            })?;
+            if let Some(o) = &user.organization_user_id {
+                conflict_of(
+                    find(&tx, org, &UserSelector::OrganizationUserId(o.clone())).await?,
+                    |other| format!("organization_user_id '{o}' already belongs to user '{}'", other.id),
+                )?;
+            }
+            let seq = next_seqs(&tx, 1).await?[0];
+            let mut state = UserState::default();
+            state.edit_profile(
+                user.metadata.as_ref(),
+                user.country.as_deref(),
+                user.last_seen_country.as_deref(),
+                Stamp {
+                    at: now.millis(),
+                    seq,
+                },
+            );
+            let state_json = state_bytes(&state)?;
+            let key: i64 = tx
+                .query_one(
+                    "INSERT INTO users (org_id, user_key, id, organization_user_id, version, created_at, updated_at, state)
+                     VALUES ($1, nextval('assent_user_keys'), $2, $3, 1, $4, $4, $5)
+                     RETURNING user_key",
+                    &[&org.as_str(), &id, &user.organization_user_id, &now.millis(), &state_json],
+                )
+                .await?
+                .get(0);
+            let _ = key;
+            Ok(UserRecord {
+                id: id.clone(),
+                organization_id: org.clone(),
+                organization_user_id: user.organization_user_id.clone(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                state,
+            })
+        }
+        .await
+    })
+}
+
+/// Changes a user's profile.
+pub async fn patch_user(
+    client: &mut Object,
+    org: &OrganizationId,
+    selector: &UserSelector,
+    patch: &UserPatch,
+) -> Result<UserRecord, StoreError> {
+    let now = Timestamp::now();
+    transaction!(client, |tx| {
+        async {
+            let mut user = retry(read::user(&tx, org, selector, true).await)?
+                .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
+            if let Some(v) = patch.version
+                && v != user.record.version
+            {
+                return Err(TxError::Fail(StoreError::conflict(format!(
+                    "user '{}' is at version {}, not {v}; read it again and retry",
+                    user.record.id, user.record.version
+                ))));
+            }
+            if let Some(o) = &patch.organization_user_id
+                && user.record.organization_user_id.as_ref() != Some(o)
+            {
+                conflict_of(
+                    find(&tx, org, &UserSelector::OrganizationUserId(o.clone())).await?,
+                    |other| {
+                        format!(
+                            "organization_user_id '{o}' already belongs to user '{}'",
+                            other.id
+                        )
+                    },
+                )?;
+                user.record.organization_user_id = Some(o.clone());
+            }
+            let seq = next_seqs(&tx, 1).await?[0];
+            user.record.state.edit_profile(
+                patch.metadata.as_ref(),
+                patch.country.as_deref(),
+                patch.last_seen_country.as_deref(),
+                Stamp {
+                    at: now.millis(),
+                    seq,
+                },
+            );
+            user.record.version += 1;
+            user.record.updated_at = now;
+            write_users(&tx, org, &[&user]).await?;
+            Ok(user.record)
+        }
+        .await
+    })
+}
+
+/// Erases a user and its events; returns the user as it was.
+pub async fn delete_user(
+    client: &mut Object,
+    org: &OrganizationId,
+    selector: &UserSelector,
+) -> Result<UserRecord, StoreError> {
+    transaction!(client, |tx| {
+        async {
+            let user = retry(read::user(&tx, org, selector, true).await)?
+                .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
+            tx.execute(
+                "DELETE FROM events WHERE org_id = $1 AND user_key = $2",
+                &[&org.as_str(), &user.key],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM users WHERE org_id = $1 AND user_key = $2",
+                &[&org.as_str(), &user.key],
+            )
+            .await?;
+            Ok(user.record)
+        }
+        .await
+    })
+}
