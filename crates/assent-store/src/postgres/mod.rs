@@ -8,6 +8,7 @@
 //! once store one event. A transaction that loses a race (a user created or an id stored by
 //! another node in the meantime, a deadlock) is retried from the start.
 
+mod fold;
 mod read;
 mod schema;
 mod write;
@@ -26,6 +27,8 @@ use assent_model::{
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls};
@@ -42,6 +45,8 @@ pub struct PostgresConfig {
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgStore {
     pool: Pool,
+    /// Stops this node's folder.
+    folder: Option<Arc<AtomicBool>>,
 }
 
 /// Turns a PostgreSQL failure into a store failure.
@@ -107,9 +112,13 @@ fn connect_error(config: &Config, e: &tokio_postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects, checks the credentials, and brings the schema up to date.
     pub async fn connect(config: &PostgresConfig) -> Result<PgStore, StoreError> {
-        let store = Self::connect_unmigrated(config).await?;
+        let mut store = Self::connect_unmigrated(config).await?;
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
+        drop(client);
+        let stop = Arc::new(AtomicBool::new(false));
+        tokio::spawn(fold::run(store.pool.clone(), stop.clone()));
+        store.folder = Some(stop);
         Ok(store)
     }
 
@@ -141,7 +150,7 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, folder: None })
     }
 
     /// Applies the migrations and returns the schema version.
@@ -178,6 +187,9 @@ impl Store for PgStore {
     }
 
     async fn shutdown(&self) {
+        if let Some(stop) = &self.folder {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.pool.close();
     }
 

@@ -40,7 +40,9 @@ pub fn user_from_row(row: &Row, org: &OrganizationId) -> Result<PgUser, StoreErr
     })
 }
 
-/// One user by id or organization user id, locked for the transaction if `lock`.
+/// One user by id or organization user id. Locked for the transaction with `lock` (the row
+/// as written: the caller folds its pending events); otherwise read as it stands, pending
+/// events folded in, in one statement (one snapshot).
 pub async fn user(
     c: &impl GenericClient,
     org: &OrganizationId,
@@ -51,16 +53,64 @@ pub async fn user(
         UserSelector::Id(id) => ("id", id),
         UserSelector::OrganizationUserId(o) => ("organization_user_id", o),
     };
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND {column} = $2{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
+    if lock {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND {column} = $2 FOR UPDATE"
+        );
+        let stmt = c.prepare_cached(&sql).await.map_err(db)?;
+        return c
+            .query_opt(&stmt, &[&org.as_str(), value])
+            .await
+            .map_err(db)?
+            .map(|row| user_from_row(&row, org))
+            .transpose();
+    }
+    let sql = format!("{USER_WITH_PENDING} WHERE u.org_id = $1 AND u.{column} = $2 ORDER BY e.seq");
     let stmt = c.prepare_cached(&sql).await.map_err(db)?;
-    c.query_opt(&stmt, &[&org.as_str(), value])
-        .await
-        .map_err(db)?
-        .map(|row| user_from_row(&row, org))
-        .transpose()
+    let rows = c.query(&stmt, &[&org.as_str(), value]).await.map_err(db)?;
+    Ok(users_with_pending(&rows, org)?.pop())
+}
+
+/// A user row joined with its pending events (one row per pending event, or one row with
+/// nulls); the user columns first, as [`USER_COLUMNS`] with the prefix `u.`.
+pub const USER_WITH_PENDING: &str = "SELECT u.user_key, u.id, u.organization_user_id, u.version,
+        u.created_at, u.updated_at, u.state, e.seq, e.created_at, e.regulation, e.body, e.updated_at,
+        p.bump
+    FROM users u
+    LEFT JOIN pending_folds p ON p.org_id = u.org_id AND p.user_key = u.user_key
+    LEFT JOIN events e ON e.org_id = p.org_id AND e.user_key = p.user_key AND e.seq = p.seq";
+
+/// Decodes rows of [`USER_WITH_PENDING`] (sorted by user) into users with their pending events
+/// folded in, and their versions counted as they will be once the folder writes them.
+pub fn users_with_pending(rows: &[Row], org: &OrganizationId) -> Result<Vec<PgUser>, StoreError> {
+    let mut out: Vec<PgUser> = Vec::new();
+    for row in rows {
+        let key: i64 = row.get(0);
+        if out.last().is_none_or(|u| u.key != key) {
+            out.push(user_from_row(row, org)?);
+        }
+        let user = out.last_mut().expect("pushed above");
+        if let Some(seq) = row.get::<_, Option<i64>>(7) {
+            let body: &[u8] = row.get(10);
+            let body: EventBody = serde_json::from_slice(body)
+                .map_err(|e| StoreError::Internal(format!("event body: {e}")))?;
+            let regulation: &str = row.get(9);
+            user.record.state.apply(
+                &Regulation::parse(regulation).unwrap_or_default(),
+                &body,
+                assent_model::Stamp {
+                    at: row.get(8),
+                    seq,
+                },
+            );
+            user.record.version += i64::from(row.get::<_, i16>(12));
+            user.record.updated_at = user
+                .record
+                .updated_at
+                .max(Timestamp::from_millis(row.get(11)));
+        }
+    }
+    Ok(out)
 }
 
 /// Users by key, locked for the transaction, in key order (so that concurrent transactions
@@ -72,8 +122,14 @@ pub async fn lock_users(
 ) -> Result<Vec<PgUser>, StoreError> {
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND user_key = ANY($2)
-             ORDER BY user_key FOR UPDATE"
+            "SELECT {} FROM UNNEST($2::bigint[]) AS t(user_key)
+             JOIN users u ON u.org_id = $1 AND u.user_key = t.user_key
+             ORDER BY u.user_key FOR UPDATE OF u",
+            USER_COLUMNS
+                .split(", ")
+                .map(|c| format!("u.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .await
         .map_err(db)?;
@@ -151,9 +207,9 @@ pub async fn events_by_ids(
     }
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS}, u.id FROM events e
-             JOIN users u ON u.org_id = e.org_id AND u.user_key = e.user_key
-             WHERE e.org_id = $1 AND e.id = ANY($2)"
+            "SELECT {EVENT_COLUMNS}, u.id FROM UNNEST($2::text[]) AS t(id)
+             JOIN events e ON e.org_id = $1 AND e.id = t.id
+             JOIN users u ON u.org_id = e.org_id AND u.user_key = e.user_key"
         ))
         .await
         .map_err(db)?;
@@ -218,8 +274,10 @@ pub async fn list_users(
     };
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND user_key > $2
-             ORDER BY user_key LIMIT $3"
+            "WITH page AS (SELECT user_key FROM users WHERE org_id = $1 AND user_key > $2
+                           ORDER BY user_key LIMIT $3)
+             {USER_WITH_PENDING} JOIN page ON page.user_key = u.user_key
+             WHERE u.org_id = $1 ORDER BY u.user_key, e.seq"
         ))
         .await
         .map_err(db)?;
@@ -229,9 +287,9 @@ pub async fn list_users(
             .query(&stmt, &[&org.as_str(), &after, &BATCH])
             .await
             .map_err(db)?;
-        let exhausted = (rows.len() as i64) < BATCH;
-        for row in &rows {
-            let user = user_from_row(row, org)?;
+        let users = users_with_pending(&rows, org)?;
+        let exhausted = (users.len() as i64) < BATCH;
+        for user in users {
             after = user.key;
             let doc = serde_json::to_value(user.record.view(&query.regulation))
                 .map_err(|e| StoreError::Internal(e.to_string()))?;

@@ -54,13 +54,14 @@ CREATE TABLE users (
     updated_at           bigint NOT NULL,
     state                bytea NOT NULL,
     PRIMARY KEY (org_id, user_key)
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
 CREATE UNIQUE INDEX users_by_id ON users (org_id, id);
 CREATE UNIQUE INDEX users_by_organization_user_id ON users (org_id, organization_user_id)
     WHERE organization_user_id IS NOT NULL;
 
 -- The events, clustered in the primary key by user; `seq` is the arrival order across all
--- nodes (a shared sequence).
+-- nodes (a shared sequence). The foreign key makes an event for an erased user fail instead
+-- of surviving its user.
 CREATE TABLE events (
     org_id     text NOT NULL,
     user_key   bigint NOT NULL,
@@ -71,9 +72,25 @@ CREATE TABLE events (
     status     smallint NOT NULL,
     regulation text NOT NULL,
     body       bytea NOT NULL,
-    PRIMARY KEY (org_id, user_key, seq)
+    PRIMARY KEY (org_id, user_key, seq),
+    FOREIGN KEY (org_id, user_key) REFERENCES users (org_id, user_key)
 );
 CREATE UNIQUE INDEX events_by_id ON events (org_id, id);
+
+-- Confirmed events not yet folded into their user's row. Appends insert here instead of
+-- locking and rewriting the user (two requests for one user never wait for each other); the
+-- folders of all nodes fold them in bulk, and readers fold what is left on the fly. A user
+-- row is current up to its pending folds: `version` and `updated_at` as read add them too;
+-- `bump` is 1 on the first event of a request for a user that existed before it (a request
+-- moves a user's version by one, whatever the number of its events).
+CREATE TABLE pending_folds (
+    org_id   text NOT NULL,
+    user_key bigint NOT NULL,
+    seq      bigint NOT NULL,
+    bump     smallint NOT NULL,
+    PRIMARY KEY (org_id, user_key, seq)
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000);
+-- Every row is inserted then deleted: vacuum it often so that it stays small.
 
 -- Progress of `assent migrate --from sqlite:… --to postgres://…`, so that an interrupted copy
 -- resumes where it stopped.

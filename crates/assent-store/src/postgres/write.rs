@@ -13,7 +13,7 @@ use assent_model::{
     ConsentEvent, EventId, EventInput, EventStatus, OrganizationId, Stamp, Timestamp, UserState,
 };
 use deadpool_postgres::{GenericClient, Object, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -139,15 +139,15 @@ fn state_bytes(state: &UserState) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(state).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
-/// Writes the changed users back (one statement for all).
-async fn write_users(
-    tx: &Transaction<'_>,
-    org: &OrganizationId,
-    users: &[&PgUser],
-) -> Result<(), TxError> {
+/// Writes users back (one statement for all), each in its own organization.
+async fn write_users(tx: &Transaction<'_>, users: &[&PgUser]) -> Result<(), TxError> {
     if users.is_empty() {
         return Ok(());
     }
+    let orgs: Vec<&str> = users
+        .iter()
+        .map(|u| u.record.organization_id.as_str())
+        .collect();
     let keys: Vec<i64> = users.iter().map(|u| u.key).collect();
     let ouids: Vec<Option<&str>> = users
         .iter()
@@ -164,16 +164,69 @@ async fn write_users(
             "UPDATE users AS u
              SET organization_user_id = t.ouid, version = t.version, updated_at = t.updated_at,
                  state = t.state
-             FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bytea[])
-                  AS t(user_key, ouid, version, updated_at, state)
-             WHERE u.org_id = $1 AND u.user_key = t.user_key",
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::bytea[]) AS t(org_id, user_key, ouid, version, updated_at, state)
+             WHERE u.org_id = t.org_id AND u.user_key = t.user_key",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[&org.as_str(), &keys, &ouids, &versions, &updated, &states],
-    )
-    .await?;
+    tx.execute(&stmt, &[&orgs, &keys, &ouids, &versions, &updated, &states])
+        .await?;
+    Ok(())
+}
+
+/// Folds the pending events of a locked user into it and forgets them as pending.
+async fn absorb_pending(tx: &Transaction<'_>, user: &mut PgUser) -> Result<(), TxError> {
+    let org = user.record.organization_id.clone();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT e.seq, e.created_at, e.regulation, e.body, e.updated_at, p.bump
+             FROM pending_folds p
+             JOIN events e ON e.org_id = p.org_id AND e.user_key = p.user_key AND e.seq = p.seq
+             WHERE p.org_id = $1 AND p.user_key = $2",
+        )
+        .await?;
+    let rows = tx.query(&stmt, &[&org.as_str(), &user.key]).await?;
+    let mut seqs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq: i64 = row.get(0);
+        let body: &[u8] = row.get(3);
+        let body: assent_model::EventBody = serde_json::from_slice(body)
+            .map_err(|e| StoreError::Internal(format!("event body: {e}")))?;
+        let regulation: &str = row.get(2);
+        user.record.state.apply(
+            &assent_model::Regulation::parse(regulation).unwrap_or_default(),
+            &body,
+            Stamp {
+                at: row.get(1),
+                seq,
+            },
+        );
+        user.record.version += i64::from(row.get::<_, i16>(5));
+        user.record.updated_at = user
+            .record
+            .updated_at
+            .max(Timestamp::from_millis(row.get(4)));
+        seqs.push(seq);
+    }
+    forget_pending(tx, &org, user.key, &seqs).await
+}
+
+async fn forget_pending(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    user_key: i64,
+    seqs: &[i64],
+) -> Result<(), TxError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "DELETE FROM pending_folds WHERE org_id = $1 AND user_key = $2 AND seq = ANY($3)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&org.as_str(), &user_key, &seqs])
+        .await?;
     Ok(())
 }
 
@@ -252,9 +305,15 @@ async fn append_tx(
     let mut by_ouid: HashMap<String, Found<i64>> = HashMap::new();
     if !ids.is_empty() || !ouids.is_empty() {
         let stmt = tx
+            // Joins against the lists rather than `= ANY(...)`: a prepared statement gets a
+            // generic plan, and for `= ANY` that plan filters every row of the table.
             .prepare_cached(
-                "SELECT user_key, id, organization_user_id FROM users
-                 WHERE org_id = $1 AND (id = ANY($2) OR organization_user_id = ANY($3))",
+                "SELECT u.user_key, u.id, u.organization_user_id
+                 FROM UNNEST($2::text[]) AS t(id) JOIN users u ON u.org_id = $1 AND u.id = t.id
+                 UNION
+                 SELECT u.user_key, u.id, u.organization_user_id
+                 FROM UNNEST($3::text[]) AS t(o)
+                 JOIN users u ON u.org_id = $1 AND u.organization_user_id = t.o",
             )
             .await?;
         for row in tx.query(&stmt, &[&org.as_str(), &ids, &ouids]).await? {
@@ -328,7 +387,7 @@ async fn append_tx(
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO users (org_id, user_key, id, organization_user_id, version, created_at, updated_at, state)
-                 SELECT $1, nextval('assent_user_keys'), t.id, t.ouid, 0, $4, $4, '\\x7b7d'::bytea
+                 SELECT $1, nextval('assent_user_keys'), t.id, t.ouid, 1, $4, $4, '\\x7b7d'::bytea
                  FROM UNNEST($2::text[], $3::text[]) AS t(id, ouid)
                  ON CONFLICT DO NOTHING
                  RETURNING user_key, id",
@@ -350,36 +409,28 @@ async fn append_tx(
         .map(|k| if k < 0 { real[&k] } else { k })
         .collect();
 
-    // Lock the users in key order, and check that what the resolution read still holds.
-    let mut distinct: Vec<i64> = keys.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let mut users: HashMap<i64, PgUser> = retry(read::lock_users(tx, org, &distinct).await)?
-        .into_iter()
-        .map(|u| (u.key, u))
-        .collect();
-    if users.len() != distinct.len() {
-        return Err(TxError::Retry); // a user was deleted meanwhile
-    }
-    for (key, ouid) in &attached {
-        let user = users.get_mut(key).expect("locked");
-        if user.record.organization_user_id.is_some() {
-            return Err(TxError::Retry); // another node attached one meanwhile
-        }
-        user.record.organization_user_id = Some(ouid.clone());
-    }
-    for (input, key) in fresh.iter().zip(&keys) {
-        let user = &users[key];
-        let named_ouid = input.body.user.organization_user_id.as_deref();
-        if input.body.user.id.is_none()
-            && named_ouid.is_some()
-            && user.record.organization_user_id.as_deref() != named_ouid
-        {
-            return Err(TxError::Retry); // the organization user id moved meanwhile
+    // Organization user ids attached to existing users: only if none was attached meanwhile.
+    if !attached.is_empty() {
+        let keys: Vec<i64> = attached.keys().copied().collect();
+        let ouids: Vec<&str> = attached.values().map(String::as_str).collect();
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE users AS u SET organization_user_id = t.ouid, version = u.version + 1,
+                        updated_at = greatest(u.updated_at, $4)
+                 FROM UNNEST($2::bigint[], $3::text[]) AS t(user_key, ouid)
+                 WHERE u.org_id = $1 AND u.user_key = t.user_key AND u.organization_user_id IS NULL",
+            )
+            .await?;
+        let updated = tx
+            .execute(&stmt, &[&org.as_str(), &keys, &ouids, &now.millis()])
+            .await?;
+        if updated as usize != attached.len() {
+            return Err(TxError::Retry);
         }
     }
 
-    // The events.
+    // The events, and for the confirmed ones a note that their users have them to fold. The
+    // users' rows are not locked: two requests for one user do not wait for each other.
     let seqs = next_seqs(tx, fresh.len()).await?;
     let ids: Vec<EventId> = fresh
         .iter()
@@ -421,54 +472,60 @@ async fn append_tx(
                     &bodies,
                 ],
             )
-            .await?;
+            .await
+            .map_err(|e| match e.code() {
+                // The user was erased meanwhile: resolve again (a new user, or a conflict).
+                Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => TxError::Retry,
+                _ => TxError::from(e),
+            })?;
         if inserted as usize != fresh.len() {
             return Err(TxError::Retry); // an id was stored by another node meanwhile
         }
-    }
-
-    // Fold them into their users and write the users back.
-    let mut changed: HashSet<i64> = created
-        .iter()
-        .map(|(p, _, _)| real[p])
-        .chain(attached.keys().copied())
-        .collect();
-    let mut out_new = Vec::with_capacity(fresh.len());
-    for (i, input) in fresh.iter().enumerate() {
-        let user = users.get_mut(&keys[i]).expect("locked");
-        let stamp = Stamp {
-            at: created_at[i],
-            seq: seqs[i],
-        };
-        if input.status == EventStatus::Confirmed {
-            user.record
-                .state
-                .apply(&input.regulation, &input.body, stamp);
-            changed.insert(keys[i]);
+        // A request moves a user's version by one: users it created or re-identified already
+        // moved; the others move with their first confirmed event of the request.
+        let mut moved: std::collections::HashSet<i64> = real
+            .values()
+            .copied()
+            .chain(attached.keys().copied())
+            .collect();
+        let mut fold_keys = Vec::new();
+        let mut fold_seqs = Vec::new();
+        let mut fold_bumps: Vec<i16> = Vec::new();
+        for (input, (key, seq)) in fresh.iter().zip(keys.iter().zip(&seqs)) {
+            if input.status == EventStatus::Confirmed {
+                fold_keys.push(*key);
+                fold_seqs.push(*seq);
+                fold_bumps.push(i16::from(moved.insert(*key)));
+            }
         }
-        out_new.push(ConsentEvent {
-            id: ids[i].clone(),
-            organization_id: org.clone(),
-            user_id: user.record.id.clone(),
-            created_at: Timestamp::from_millis(created_at[i]),
-            updated_at: now,
-            status: input.status,
-            regulation: input.regulation.clone(),
-            seq: seqs[i],
-            body: Arc::new(input.body.clone()),
-        });
+        if !fold_keys.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO pending_folds (org_id, user_key, seq, bump)
+                     SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::smallint[])",
+                )
+                .await?;
+            tx.execute(&stmt, &[&org.as_str(), &fold_keys, &fold_seqs, &fold_bumps])
+                .await?;
+        }
     }
-    for key in &changed {
-        let user = users.get_mut(key).expect("locked");
-        user.record.version += 1;
-        user.record.updated_at = now;
-    }
-    let changed_users: Vec<&PgUser> = changed.iter().map(|k| &users[k]).collect();
-    write_users(tx, org, &changed_users).await?;
 
     // The answer, in input order.
-    let written = out_new.len() as u64;
-    let mut new_events = out_new.into_iter();
+    let user_ids: HashMap<i64, String> = by_id
+        .values()
+        .map(|f| (real.get(&f.key).copied().unwrap_or(f.key), f.id.clone()))
+        .collect();
+    let mut new_events = fresh.iter().enumerate().map(|(i, input)| ConsentEvent {
+        id: ids[i].clone(),
+        organization_id: org.clone(),
+        user_id: user_ids[&keys[i]].clone(),
+        created_at: Timestamp::from_millis(created_at[i]),
+        updated_at: now,
+        status: input.status,
+        regulation: input.regulation.clone(),
+        seq: seqs[i],
+        body: Arc::new(input.body.clone()),
+    });
     let answer: Vec<ConsentEvent> = events
         .iter()
         .map(
@@ -478,25 +535,32 @@ async fn append_tx(
             },
         )
         .collect();
-    Ok((answer, written))
+    Ok((answer, fresh.len() as u64))
 }
 
-/// Refolds a locked user from its events and writes it back.
-async fn refold(
-    tx: &Transaction<'_>,
-    org: &OrganizationId,
-    user: &mut PgUser,
-    now: Timestamp,
-) -> Result<(), TxError> {
-    let events = retry(read::user_events(tx, org, user.key, &user.record.id).await)?;
+/// Refolds a locked user from all its events and writes it back. Its pending folds are read
+/// first and forgotten after: an event appended in between is folded again later, which
+/// changes nothing, whereas the other order could forget an event never folded.
+async fn refold(tx: &Transaction<'_>, user: &mut PgUser, now: Timestamp) -> Result<(), TxError> {
+    let org = user.record.organization_id.clone();
+    let rows = tx
+        .query(
+            "SELECT seq, bump FROM pending_folds WHERE org_id = $1 AND user_key = $2",
+            &[&org.as_str(), &user.key],
+        )
+        .await?;
+    let pending: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let bumps: i64 = rows.iter().map(|r| i64::from(r.get::<_, i16>(1))).sum();
+    let events = retry(read::user_events(tx, &org, user.key, &user.record.id).await)?;
     let confirmed = events
         .iter()
         .filter(|e| e.status == EventStatus::Confirmed)
         .map(|e| (&e.regulation, &*e.body, e.stamp()));
     user.record.state = user.record.state.refold(confirmed);
-    user.record.version += 1;
+    user.record.version += 1 + bumps;
     user.record.updated_at = now;
-    write_users(tx, org, &[user]).await
+    forget_pending(tx, &org, user.key, &pending).await?;
+    write_users(tx, &[user]).await
 }
 
 async fn lock_user_by_key(
@@ -537,7 +601,7 @@ pub async fn patch_event(
                 &[&org.as_str(), &id.as_str(), &status, &now.millis(), &body],
             )
             .await?;
-            refold(&tx, org, &mut user, now).await?;
+            refold(&tx, &mut user, now).await?;
             Ok(event)
         }
         .await
@@ -600,7 +664,7 @@ pub async fn delete_events(
                 &[&org.as_str(), &user.key, &seqs],
             )
             .await?;
-            refold(&tx, org, &mut user, now).await?;
+            refold(&tx, &mut user, now).await?;
             Ok(seqs.len() as u64)
         }
         .await
@@ -701,6 +765,7 @@ pub async fn patch_user(
         async {
             let mut user = retry(read::user(&tx, org, selector, true).await)?
                 .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
+            absorb_pending(&tx, &mut user).await?;
             if let Some(v) = patch.version
                 && v != user.record.version
             {
@@ -735,7 +800,7 @@ pub async fn patch_user(
             );
             user.record.version += 1;
             user.record.updated_at = now;
-            write_users(&tx, org, &[&user]).await?;
+            write_users(&tx, &[&user]).await?;
             Ok(user.record)
         }
         .await
@@ -750,8 +815,9 @@ pub async fn delete_user(
 ) -> Result<UserRecord, StoreError> {
     transaction!(client, |tx| {
         async {
-            let user = retry(read::user(&tx, org, selector, true).await)?
+            let mut user = retry(read::user(&tx, org, selector, true).await)?
                 .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
+            absorb_pending(&tx, &mut user).await?;
             tx.execute(
                 "DELETE FROM events WHERE org_id = $1 AND user_key = $2",
                 &[&org.as_str(), &user.key],

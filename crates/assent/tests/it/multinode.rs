@@ -26,7 +26,9 @@ struct Expected {
 
 fn event(rng: &mut StdRng, id: String) -> (Value, String) {
     let user = format!("u{}", rng.random_range(0..USERS));
-    let mut purposes = Vec::new();
+    // Shared purposes, which later events override, and one of the event's own, which only a
+    // lost or unfolded event can miss.
+    let mut purposes = vec![json!({"id": format!("p-{id}"), "enabled": true})];
     for p in ["news", "ads", "stats"] {
         if rng.random_bool(0.6) {
             purposes.push(json!({"id": p, "enabled": rng.random_bool(0.5)}));
@@ -174,10 +176,27 @@ async fn three_nodes_on_one_database_lose_and_duplicate_nothing() {
     for h in handles {
         h.await.unwrap();
     }
+    verify(&http, &bases, &tokens, &expected).await;
+    // Once the folders have written the users' rows, the same again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    verify(&http, &bases, &tokens, &expected).await;
+}
 
+async fn verify(
+    http: &reqwest::Client,
+    bases: &[String],
+    tokens: &[String],
+    expected: &Arc<Mutex<Expected>>,
+) {
     // Every node sees the same: each live event once, each deleted one gone, and each user's
     // status the fold of its events.
-    let expected = std::mem::take(&mut *expected.lock().unwrap());
+    let expected = {
+        let e = expected.lock().unwrap();
+        Expected {
+            stored: e.stored.clone(),
+            deleted: e.deleted.clone(),
+        }
+    };
     let mut by_user: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (id, user) in &expected.stored {
         if !expected.deleted.contains(id) {
@@ -189,7 +208,7 @@ async fn three_nodes_on_one_database_lose_and_duplicate_nothing() {
     }
     for (n, base) in bases.iter().enumerate() {
         for (user, ids) in &by_user {
-            let events: Vec<EventView> = all_events(&http, base, &tokens[n], user)
+            let events: Vec<EventView> = all_events(http, base, &tokens[n], user)
                 .await
                 .expect("the user exists");
             let listed: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
