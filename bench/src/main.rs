@@ -39,7 +39,8 @@ enum Scenario {
 /// Where the server is and how to log in.
 #[derive(Args, Clone)]
 struct Target {
-    /// Base URL of the server.
+    /// Base URL of the server; several, comma-separated, spread the clients over nodes
+    /// (client `i` talks to URL `i mod n`).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Organization.
@@ -91,9 +92,12 @@ struct ReadArgs {
 
 #[derive(Args, Clone)]
 struct RawArgs {
-    /// Data directory (must not be in use).
+    /// Data directory of a SQLite store (must not be in use).
+    #[arg(long, required_unless_present = "database_url")]
+    dir: Option<std::path::PathBuf>,
+    /// A PostgreSQL database instead (`postgres://…`); migrated if new.
     #[arg(long)]
-    dir: std::path::PathBuf,
+    database_url: Option<String>,
     /// Events to write.
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
@@ -106,6 +110,14 @@ struct RawArgs {
     /// Concurrent writers.
     #[arg(long, default_value_t = 8)]
     writers: usize,
+}
+
+impl Target {
+    /// The URL client `i` talks to.
+    fn url_for(&self, i: usize) -> String {
+        let urls: Vec<&str> = self.url.split(',').collect();
+        urls[i % urls.len()].to_owned()
+    }
 }
 
 /// Counts and latencies gathered by one client.

@@ -4,6 +4,7 @@ use crate::http::{Conn, login};
 use crate::{IngestArgs, RawArgs, ReadArgs, Tally, Target, report, run_clients};
 use assent_model::event::{ParseContext, parse_batch};
 use assent_model::{OrganizationId, Timestamp};
+use assent_store::postgres::{PgStore, PostgresConfig};
 use assent_store::sqlite::{SqliteConfig, SqliteStore};
 use assent_store::{Store, WriteOptions};
 use bytes::Bytes;
@@ -93,7 +94,7 @@ fn events_path(org: &str) -> String {
 /// Batches (or single events) from concurrent clients, for a time or up to a total.
 pub async fn ingest(scenario: &'static str, args: IngestArgs) {
     let t = &args.target;
-    let token = Arc::new(login(&t.url, &t.key, &t.secret).await);
+    let token = Arc::new(login(&t.url_for(0), &t.key, &t.secret).await);
     let with_id = args.ids != "none";
     let v4 = args.ids == "v4";
     let mut rng = SmallRng::seed_from_u64(7);
@@ -107,7 +108,7 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
     let (tallies, elapsed) = run_clients(args.clients, deadline, |i, deadline| {
         let (token, bodies, sent) = (token.clone(), bodies.clone(), sent.clone());
         let (url, path, batch, total) = (
-            t.url.clone(),
+            t.url_for(i),
             events_path(&t.org),
             args.batch as u64,
             args.total,
@@ -154,15 +155,15 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
 
 /// Creates users `0..users`, one event each, in batches of 100 from 8 clients.
 pub async fn seed(t: Target) {
-    let token = Arc::new(login(&t.url, &t.key, &t.secret).await);
+    let token = Arc::new(login(&t.url_for(0), &t.key, &t.secret).await);
     let next = Arc::new(AtomicU64::new(0));
     let users = t.users as u64;
     let deadline = Instant::now() + Duration::from_secs(3600);
-    let (tallies, elapsed) = run_clients(8, deadline, |_, _| {
+    let (tallies, elapsed) = run_clients(8, deadline, |i, _| {
         let (token, next, url, path) = (
             token.clone(),
             next.clone(),
-            t.url.clone(),
+            t.url_for(i),
             events_path(&t.org),
         );
         async move {
@@ -209,10 +210,10 @@ pub async fn seed(t: Target) {
 /// Reads random users by organization user id.
 pub async fn reads(args: ReadArgs) {
     let t = &args.target;
-    let token = Arc::new(login(&t.url, &t.key, &t.secret).await);
+    let token = Arc::new(login(&t.url_for(0), &t.key, &t.secret).await);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let (tallies, elapsed) = run_clients(args.clients, deadline, |i, deadline| {
-        let (token, url, org, users) = (token.clone(), t.url.clone(), t.org.clone(), t.users);
+        let (token, url, org, users) = (token.clone(), t.url_for(i), t.org.clone(), t.users);
         async move {
             let mut conn = Conn::open(&url).await;
             let mut rng = SmallRng::seed_from_u64(i as u64);
@@ -250,7 +251,20 @@ pub async fn reads(args: ReadArgs) {
 
 /// The store alone: validated batches appended by concurrent writers, no HTTP.
 pub async fn raw(args: RawArgs) {
-    let store = Arc::new(SqliteStore::open(SqliteConfig::new(&args.dir)).expect("store opens"));
+    let store: Arc<dyn Store> = match (&args.database_url, &args.dir) {
+        (Some(url), _) => Arc::new(
+            PgStore::connect(&PostgresConfig {
+                url: url.clone(),
+                pool_size: 16,
+            })
+            .await
+            .expect("database opens"),
+        ),
+        (None, Some(dir)) => {
+            Arc::new(SqliteStore::open(SqliteConfig::new(dir)).expect("store opens"))
+        }
+        (None, None) => unreachable!("clap requires one of them"),
+    };
     let org = OrganizationId::parse("bench").expect("valid");
     let ctx = ParseContext {
         organization_id: org.clone(),
@@ -310,16 +324,24 @@ pub async fn raw(args: RawArgs) {
     }
     let elapsed = start.elapsed();
     store.shutdown().await;
-    let bytes: u64 = std::fs::read_dir(&args.dir)
-        .expect("dir")
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes_per_event = args.dir.as_ref().map(|dir| {
+        let bytes: u64 = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        bytes / args.events.max(1) as u64
+    });
+    let backend = if args.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     report(
         "raw",
         tallies,
         elapsed,
-        serde_json::json!({"writers": args.writers, "users": args.users, "bytes_per_event": bytes / args.events.max(1) as u64}),
+        serde_json::json!({"backend": backend, "writers": args.writers, "users": args.users, "bytes_per_event": bytes_per_event}),
     );
 }
 

@@ -40,18 +40,19 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
         .await
         .map_err(|e| StoreError::Unavailable(format!("no database connection available: {e}")))?;
     let tx = client.transaction().await.map_err(db)?;
+    // Every lookup is a `LATERAL … LIMIT 1` index probe, whatever the planner believes of the
+    // tables' sizes (statistics lag behind a queue that fills and empties all the time).
     let stmt = tx
         .prepare_cached(&format!(
-            "WITH candidates AS (SELECT DISTINCT org_id, user_key FROM pending_folds LIMIT $1)
-             SELECT u.org_id, {} FROM users u
-             JOIN candidates c ON c.org_id = u.org_id AND c.user_key = u.user_key
-             ORDER BY u.org_id, u.user_key
-             FOR NO KEY UPDATE OF u SKIP LOCKED",
-            USER_COLUMNS
-                .split(", ")
-                .map(|c| format!("u.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "WITH candidates AS (
+                 SELECT DISTINCT org_id, user_key
+                 FROM (SELECT org_id, user_key FROM pending_folds LIMIT $1::bigint * 4) AS p
+                 LIMIT $1::bigint)
+             SELECT c.org_id, u.* FROM candidates c
+             CROSS JOIN LATERAL (SELECT {USER_COLUMNS} FROM users
+                 WHERE org_id = c.org_id AND user_key = c.user_key
+                 LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED) u
+             ORDER BY c.org_id, u.user_key"
         ))
         .await
         .map_err(db)?;
@@ -75,18 +76,20 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
         .map(|u| u.record.organization_id.to_string())
         .collect();
     let keys: Vec<i64> = users.iter().map(|u| u.key).collect();
-    let pending = tx
-        .query(
-            "SELECT p.org_id, p.user_key, e.seq, e.created_at, e.regulation, e.body, e.updated_at,
-                    p.bump
+    let stmt = tx
+        .prepare_cached(
+            "SELECT p.org_id, p.user_key, p.seq, e.created_at, e.regulation, e.body, e.updated_at,
+                    p.bump, p.ctid::text
              FROM UNNEST($1::text[], $2::bigint[]) AS t(org_id, user_key)
-             JOIN pending_folds p ON p.org_id = t.org_id AND p.user_key = t.user_key
-             JOIN events e ON e.org_id = p.org_id AND e.user_key = p.user_key AND e.seq = p.seq",
-            &[&orgs, &keys],
+             CROSS JOIN LATERAL (SELECT org_id, user_key, seq, bump, ctid FROM pending_folds
+                 WHERE org_id = t.org_id AND user_key = t.user_key OFFSET 0) p
+             CROSS JOIN LATERAL (SELECT created_at, regulation, body, updated_at FROM events
+                 WHERE org_id = p.org_id AND user_key = p.user_key AND seq = p.seq LIMIT 1) e",
         )
         .await
         .map_err(db)?;
-    let mut folded: (Vec<&str>, Vec<i64>, Vec<i64>) = Default::default();
+    let pending = tx.query(&stmt, &[&orgs, &keys]).await.map_err(db)?;
+    let mut folded: Vec<&str> = Vec::with_capacity(pending.len());
     for row in &pending {
         let org_text: &str = row.get(0);
         let key: i64 = row.get(1);
@@ -112,9 +115,7 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
             .record
             .updated_at
             .max(Timestamp::from_millis(row.get(6)));
-        folded.0.push(org_text);
-        folded.1.push(key);
-        folded.2.push(seq);
+        folded.push(row.get(8));
     }
     let states = users
         .iter()
@@ -132,11 +133,11 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
     )
     .await
     .map_err(db)?;
+    // By row address: the users are locked, so nobody else removes their pending rows, and
+    // a TID scan touches only those rows.
     tx.execute(
-        "DELETE FROM pending_folds AS p
-         USING UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS t(org_id, user_key, seq)
-         WHERE p.org_id = t.org_id AND p.user_key = t.user_key AND p.seq = t.seq",
-        &[&folded.0, &folded.1, &folded.2],
+        "DELETE FROM pending_folds WHERE ctid = ANY($1::text[]::tid[])",
+        &[&folded],
     )
     .await
     .map_err(db)?;

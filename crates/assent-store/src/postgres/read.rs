@@ -113,23 +113,23 @@ pub fn users_with_pending(rows: &[Row], org: &OrganizationId) -> Result<Vec<PgUs
     Ok(out)
 }
 
-/// Users by key, locked for the transaction, in key order (so that concurrent transactions
-/// lock in the same order and do not deadlock).
+/// Users by key, locked for the transaction (`FOR NO KEY UPDATE`: against the folder and other
+/// refolds, not against appends) in key order, so that concurrent transactions lock in the
+/// same order and do not deadlock.
 pub async fn lock_users(
     c: &impl GenericClient,
     org: &OrganizationId,
     keys: &[i64],
 ) -> Result<Vec<PgUser>, StoreError> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    // One index probe per key, in key order, whatever the planner thinks of the table's size.
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {} FROM UNNEST($2::bigint[]) AS t(user_key)
-             JOIN users u ON u.org_id = $1 AND u.user_key = t.user_key
-             ORDER BY u.user_key FOR UPDATE OF u",
-            USER_COLUMNS
-                .split(", ")
-                .map(|c| format!("u.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "SELECT u.* FROM UNNEST($2::bigint[]) AS t(user_key)
+             CROSS JOIN LATERAL (SELECT {USER_COLUMNS} FROM users
+                 WHERE org_id = $1 AND user_key = t.user_key LIMIT 1 FOR NO KEY UPDATE) u"
         ))
         .await
         .map_err(db)?;
@@ -208,8 +208,10 @@ pub async fn events_by_ids(
     let stmt = c
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS}, u.id FROM UNNEST($2::text[]) AS t(id)
-             JOIN events e ON e.org_id = $1 AND e.id = t.id
-             JOIN users u ON u.org_id = e.org_id AND u.user_key = e.user_key"
+             CROSS JOIN LATERAL (SELECT * FROM events
+                 WHERE org_id = $1 AND id = t.id LIMIT 1) e
+             CROSS JOIN LATERAL (SELECT id FROM users
+                 WHERE org_id = $1 AND user_key = e.user_key LIMIT 1) u"
         ))
         .await
         .map_err(db)?;

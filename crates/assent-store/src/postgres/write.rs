@@ -267,6 +267,9 @@ async fn append_tx(
     events: &[EventInput],
     now: Timestamp,
 ) -> Result<(Vec<ConsentEvent>, u64), TxError> {
+    // Before anything is read: an erasure that committed before this point is seen by every
+    // read below, and one that has not started waits until this request commits.
+    erasure_guard(tx, org, false).await?;
     // Replays: ids already stored answer with the stored event, or a conflict.
     let client_ids: Vec<&str> = events
         .iter()
@@ -305,15 +308,16 @@ async fn append_tx(
     let mut by_ouid: HashMap<String, Found<i64>> = HashMap::new();
     if !ids.is_empty() || !ouids.is_empty() {
         let stmt = tx
-            // Joins against the lists rather than `= ANY(...)`: a prepared statement gets a
-            // generic plan, and for `= ANY` that plan filters every row of the table.
+            // One index probe per name (`LATERAL … LIMIT 1`), whatever the planner believes
+            // of the table's size: with stale statistics a join scans all the users.
             .prepare_cached(
-                "SELECT u.user_key, u.id, u.organization_user_id
-                 FROM UNNEST($2::text[]) AS t(id) JOIN users u ON u.org_id = $1 AND u.id = t.id
+                "SELECT u.* FROM UNNEST($2::text[]) AS t(id)
+                 CROSS JOIN LATERAL (SELECT user_key, id, organization_user_id FROM users
+                     WHERE org_id = $1 AND id = t.id LIMIT 1) u
                  UNION
-                 SELECT u.user_key, u.id, u.organization_user_id
-                 FROM UNNEST($3::text[]) AS t(o)
-                 JOIN users u ON u.org_id = $1 AND u.organization_user_id = t.o",
+                 SELECT u.* FROM UNNEST($3::text[]) AS t(o)
+                 CROSS JOIN LATERAL (SELECT user_key, id, organization_user_id FROM users
+                     WHERE org_id = $1 AND organization_user_id = t.o LIMIT 1) u",
             )
             .await?;
         for row in tx.query(&stmt, &[&org.as_str(), &ids, &ouids]).await? {
@@ -332,7 +336,7 @@ async fn append_tx(
     // Resolve each event's user; users created by the batch get placeholder keys (negative)
     // until their rows exist, so later events of the batch find them too.
     let mut keys = Vec::with_capacity(fresh.len());
-    let mut created: Vec<(i64, String, Option<String>)> = Vec::new();
+    let mut created: Vec<CreatedUser> = Vec::new();
     let mut attached: HashMap<i64, String> = HashMap::new();
     for input in &fresh {
         let user = &input.body.user;
@@ -372,18 +376,30 @@ async fn append_tx(
                     by_ouid.insert(o.clone(), found.clone());
                 }
                 by_id.insert(id.clone(), found);
-                created.push((key, id, organization_user_id));
+                created.push(CreatedUser {
+                    placeholder: key,
+                    id,
+                    organization_user_id,
+                    id_given: user.id.is_some(),
+                });
                 key
             }
         };
         keys.push(key);
     }
 
-    // New users' rows. Another node may have created one of them meanwhile: then try again.
+    // New users' rows, sorted so that two requests creating the same users wait for each other
+    // in the same order instead of deadlocking.
     let mut real: HashMap<i64, i64> = HashMap::new();
+    // Users another request created meanwhile, whose ids differ from the ones made here.
+    let mut adopted: HashMap<i64, String> = HashMap::new();
+    created.sort_by(|a, b| (&a.organization_user_id, &a.id).cmp(&(&b.organization_user_id, &b.id)));
     if !created.is_empty() {
-        let new_ids: Vec<&str> = created.iter().map(|(_, id, _)| id.as_str()).collect();
-        let new_ouids: Vec<Option<&str>> = created.iter().map(|(_, _, o)| o.as_deref()).collect();
+        let new_ids: Vec<&str> = created.iter().map(|u| u.id.as_str()).collect();
+        let new_ouids: Vec<Option<&str>> = created
+            .iter()
+            .map(|u| u.organization_user_id.as_deref())
+            .collect();
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO users (org_id, user_key, id, organization_user_id, version, created_at, updated_at, state)
@@ -396,12 +412,17 @@ async fn append_tx(
         let rows = tx
             .query(&stmt, &[&org.as_str(), &new_ids, &new_ouids, &now.millis()])
             .await?;
-        if rows.len() != created.len() {
-            return Err(TxError::Retry);
-        }
         let by_new_id: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
-        for (placeholder, id, _) in &created {
-            real.insert(*placeholder, by_new_id[id]);
+        for new in &created {
+            if let Some(key) = by_new_id.get(&new.id) {
+                real.insert(new.placeholder, *key);
+                continue;
+            }
+            // A concurrent request created the user and committed while this insert waited
+            // for it; this statement sees it. Take it when it is the user the event names.
+            let existing = adopt(tx, org, new).await?;
+            adopted.insert(existing.key, existing.id);
+            real.insert(new.placeholder, existing.key);
         }
     }
     let keys: Vec<i64> = keys
@@ -472,12 +493,7 @@ async fn append_tx(
                     &bodies,
                 ],
             )
-            .await
-            .map_err(|e| match e.code() {
-                // The user was erased meanwhile: resolve again (a new user, or a conflict).
-                Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => TxError::Retry,
-                _ => TxError::from(e),
-            })?;
+            .await?;
         if inserted as usize != fresh.len() {
             return Err(TxError::Retry); // an id was stored by another node meanwhile
         }
@@ -511,10 +527,11 @@ async fn append_tx(
     }
 
     // The answer, in input order.
-    let user_ids: HashMap<i64, String> = by_id
+    let mut user_ids: HashMap<i64, String> = by_id
         .values()
         .map(|f| (real.get(&f.key).copied().unwrap_or(f.key), f.id.clone()))
         .collect();
+    user_ids.extend(adopted);
     let mut new_events = fresh.iter().enumerate().map(|(i, input)| ConsentEvent {
         id: ids[i].clone(),
         organization_id: org.clone(),
@@ -536,6 +553,39 @@ async fn append_tx(
         )
         .collect();
     Ok((answer, fresh.len() as u64))
+}
+
+/// A user an append creates, under a placeholder key until its row exists.
+struct CreatedUser {
+    placeholder: i64,
+    id: String,
+    organization_user_id: Option<String>,
+    /// Whether the event named the id (otherwise it was made here).
+    id_given: bool,
+}
+
+/// The user a concurrent request created in place of `new`, when it is the one the event
+/// names: the same organization user id (and the same id, if the event gave one), or the same
+/// id without organization user id. Anything else is resolved again from the start.
+async fn adopt(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    new: &CreatedUser,
+) -> Result<Found<i64>, TxError> {
+    let selector = match &new.organization_user_id {
+        Some(o) => UserSelector::OrganizationUserId(o.clone()),
+        None => UserSelector::Id(new.id.clone()),
+    };
+    let Some(existing) = find(tx, org, &selector).await? else {
+        return Err(TxError::Retry);
+    };
+    let same = existing.organization_user_id == new.organization_user_id
+        && (!new.id_given || existing.id == new.id);
+    if same {
+        Ok(existing)
+    } else {
+        Err(TxError::Retry)
+    }
 }
 
 /// Refolds a locked user from all its events and writes it back. Its pending folds are read
@@ -807,6 +857,29 @@ pub async fn patch_user(
     })
 }
 
+/// First key of the advisory locks that keep appends and erasures of an organization apart.
+const ERASURE_LOCK: i32 = 0x4153_5345;
+
+/// Takes the organization's erasure lock for the transaction: shared by appends, exclusive
+/// for an erasure. An append resolves its users and inserts their events without locking
+/// their rows (a row lock per user costs a write each); this lock is what keeps an erasure
+/// from missing the events of an append that saw the user before it was erased. Erasures are
+/// rare and short, so appends of the organization wait for one only briefly.
+async fn erasure_guard(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    exclusive: bool,
+) -> Result<(), TxError> {
+    let sql = if exclusive {
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))"
+    };
+    let stmt = tx.prepare_cached(sql).await?;
+    tx.execute(&stmt, &[&ERASURE_LOCK, &org.as_str()]).await?;
+    Ok(())
+}
+
 /// Erases a user and its events; returns the user as it was.
 pub async fn delete_user(
     client: &mut Object,
@@ -815,6 +888,8 @@ pub async fn delete_user(
 ) -> Result<UserRecord, StoreError> {
     transaction!(client, |tx| {
         async {
+            // Appends under way finish first; the reads below see their events.
+            erasure_guard(&tx, org, true).await?;
             let mut user = retry(read::user(&tx, org, selector, true).await)?
                 .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
             absorb_pending(&tx, &mut user).await?;

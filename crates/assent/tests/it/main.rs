@@ -12,9 +12,11 @@ mod errors;
 mod event_routes;
 mod events;
 mod filters;
+
 mod multinode;
 mod ops;
 mod pg_cli;
+mod pg_rows;
 mod process;
 mod ratelimits;
 mod resolution;
