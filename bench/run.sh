@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the load scenarios against a release build of `assent serve`, three times each on a
-# fresh data directory, and prints every run and the median. Usage:
-#   bench/run.sh [ingest|single|reads|ids|big|raw|parse|all]
+# fresh store, and prints every run and the median. Usage:
+#   bench/run.sh [ingest|single|reads|ids|big|raw|parse|all]               (SQLite)
+#   bench/run.sh [pg-ingest|pg-ingest-2|pg-single|pg-reads|pg-raw|pg-ceiling|pg-all]
+# The PostgreSQL scenarios use the server at $PG_ADMIN_URL (default: the local one, user
+# postgres) and recreate the database `assent_bench` before every run.
 # Results go to bench/results/<scenario>.jsonl (not committed); bench/RESULTS.md holds the
 # numbers we report.
 set -euo pipefail
@@ -16,17 +19,44 @@ WORK=${WORK:-$(mktemp -d /tmp/assent-bench.XXXXXX)}
 mkdir -p bench/results
 SERVER_PID=
 
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_URL=${PG_ADMIN_URL%/*}/assent_bench
+BACKEND=sqlite   # or postgres
+NODES=1          # servers sharing the PostgreSQL database
+SERVER_PIDS=()
+
+fresh_pg() {
+    psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS assent_bench WITH (FORCE)" -c "CREATE DATABASE assent_bench" >/dev/null 2>&1
+}
+
+# The servers' URLs, comma-separated (client i talks to the (i mod n)-th).
+set_url() {
+    local urls=()
+    for n in $(seq "$NODES"); do urls+=("http://127.0.0.1:$((PORT + n - 1))"); done
+    URL=$(IFS=,; echo "${urls[*]}")
+}
+
+# Starts $NODES servers (one for SQLite) on a fresh store, at the URLs of set_url, and sets
+# the bootstrap key.
 start_server() {
-    rm -rf "$WORK/data"
-    "$ASSENT" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/out.txt" 2>"$WORK/err.txt" &
-    SERVER_PID=$!
-    for _ in $(seq 100); do grep -q "listening" "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-    read -r KEY SECRET < <(grep '"key"' "$WORK/out.txt" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["key"], d["secret"])')
+    rm -rf "$WORK"/data* "$WORK"/out*.txt
+    local store=()
+    [ "$BACKEND" = postgres ] && fresh_pg
+    for n in $(seq "$NODES"); do
+        local port=$((PORT + n - 1))
+        if [ "$BACKEND" = postgres ]; then store=(--database-url "$PG_URL"); else store=(--data-dir "$WORK/data$n"); fi
+        "$ASSENT" serve --listen "127.0.0.1:$port" "${store[@]}" >"$WORK/out$n.txt" 2>"$WORK/err$n.txt" &
+        SERVER_PIDS+=($!)
+        SERVER_PID=$!
+        for _ in $(seq 100); do grep -q "listening" "$WORK/out$n.txt" 2>/dev/null && break; sleep 0.1; done
+    done
+    read -r KEY SECRET < <(cat "$WORK"/out*.txt | grep '"key"' | head -1 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["key"], d["secret"])')
     export ASSENT_BENCH_KEY=$KEY ASSENT_BENCH_SECRET=$SECRET
 }
 
 stop_server() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    SERVER_PIDS=()
     SERVER_PID=
 }
 trap stop_server EXIT
@@ -79,12 +109,32 @@ big() {
     sleep 2
     "$BENCH" reads --url "$URL" --users 100000 --clients 32 --seconds 20 | sed 's/"reads"/"reads_10m_store"/' | tee -a "$file"
     local rss; rss=$(rss_mib)
-    local bytes; bytes=$(du -sb "$WORK/data" | cut -f1)
+    local bytes; bytes=$(du -sb "$WORK/data1" | cut -f1)
     echo "{\"scenario\":\"big_store\",\"events\":10100000,\"bytes\":$bytes,\"bytes_per_event\":$((bytes / 10100000)),\"rss_mib\":$rss}" | tee -a "$file"
     stop_server
 }
 
+# The same scenarios on PostgreSQL (one node unless said otherwise), and its raw ceiling: the
+# store's write path without HTTP, beside plain multi-row INSERTs of the same rows.
+pg-ingest()   { BACKEND=postgres NODES=1; set_url; ingest_as pg-ingest; }
+pg-ingest-2() { BACKEND=postgres NODES=2; set_url; ingest_as pg-ingest-2nodes; }
+pg-single()   { BACKEND=postgres NODES=1; set_url; run3 pg-single "$BENCH" single --url "$URL" --users 10000 --clients 16 --seconds 20; }
+pg-reads()    { BACKEND=postgres NODES=1; set_url; run3 pg-reads reads_once; }
+ingest_as()   { run3 "$1" "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20; }
+# The store's write path without HTTP (8 writers, batches of 100).
+pg_raw_once() { fresh_pg; "$BENCH" raw --database-url "$PG_URL" --events 1000000 --users 10000 --writers 8; }
+pg-raw()      { run3 pg-raw pg_raw_once; }
+# Plain multi-row INSERTs of the same rows (bench/pg-ceiling.sql), 8 clients, 20 s.
+pg_ceiling_once() {
+    fresh_pg
+    "$ASSENT" migrate --database-url "$PG_URL" >/dev/null
+    pgbench -n -c 8 -j 2 -T 20 -f bench/pg-ceiling.sql "$PG_URL" 2>/dev/null |
+        awk '/^tps/ {printf "{\"scenario\":\"pg-ceiling\",\"events_per_s\":%.0f}\n", $3 * 100}'
+}
+pg-ceiling()  { run3 pg-ceiling pg_ceiling_once; }
+
 case "${1:-all}" in
     all) raw; parse; ingest; single; ids; reads ;;
+    pg-all) pg-ceiling; pg-raw; pg-ingest; pg-ingest-2; pg-single; pg-reads ;;
     *) "$1" ;;
 esac
