@@ -201,3 +201,22 @@ pub trait Store: Send + Sync + 'static {
         options: WriteOptions,
     ) -> Result<UserRecord, StoreError>;
 }
+
+/// The cursor of the users list that resumes after the user with store key `key`.
+pub(crate) fn encode_cursor(key: i64) -> String {
+    format!("u{key}")
+}
+
+/// Reads a cursor made by [`encode_cursor`].
+pub(crate) fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
+    cursor
+        .strip_prefix('u')
+        .and_then(|k| k.parse::<i64>().ok())
+        .filter(|k| *k >= 0)
+        .ok_or_else(|| {
+            StoreError::Domain(DomainError::invalid_field(
+                "$cursor",
+                "is not a cursor returned by this API",
+            ))
+        })
+}

@@ -2,9 +2,9 @@
 //! take disjoint users (`FOR UPDATE … SKIP LOCKED`), so adding nodes adds folders.
 
 use super::db;
-use super::read::USER_COLUMNS;
+use super::read::{self, USER_COLUMNS};
 use crate::StoreError;
-use assent_model::{EventBody, OrganizationId, Regulation, Stamp, Timestamp};
+use assent_model::OrganizationId;
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
                  SELECT DISTINCT org_id, user_key
                  FROM (SELECT org_id, user_key FROM pending_folds LIMIT $1::bigint * 4) AS p
                  LIMIT $1::bigint)
-             SELECT c.org_id, u.* FROM candidates c
+             SELECT u.*, c.org_id FROM candidates c
              CROSS JOIN LATERAL (SELECT {USER_COLUMNS} FROM users
                  WHERE org_id = c.org_id AND user_key = c.user_key
                  LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED) u
@@ -64,10 +64,10 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
     let mut users = Vec::with_capacity(rows.len());
     let mut index: HashMap<(String, i64), usize> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        let org_text: String = row.get(0);
+        // The organization follows the user's columns.
+        let org_text: String = row.get(7);
         let org = OrganizationId::parse(&org_text).map_err(StoreError::Internal)?;
-        // The user columns follow the organization.
-        let user = user_from_row_at(row, &org)?;
+        let user = read::user_from_row(row, &org)?;
         index.insert((org_text, user.key), users.len());
         users.push(user);
     }
@@ -93,28 +93,10 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
     for row in &pending {
         let org_text: &str = row.get(0);
         let key: i64 = row.get(1);
-        let seq: i64 = row.get(2);
         let Some(&i) = index.get(&(org_text.to_owned(), key)) else {
             continue;
         };
-        let body: &[u8] = row.get(5);
-        let body: EventBody = serde_json::from_slice(body)
-            .map_err(|e| StoreError::Internal(format!("event body: {e}")))?;
-        let regulation: &str = row.get(4);
-        let user = &mut users[i];
-        user.record.state.apply(
-            &Regulation::parse(regulation).unwrap_or_default(),
-            &body,
-            Stamp {
-                at: row.get(3),
-                seq,
-            },
-        );
-        user.record.version += i64::from(row.get::<_, i16>(7));
-        user.record.updated_at = user
-            .record
-            .updated_at
-            .max(Timestamp::from_millis(row.get(6)));
+        read::apply_pending(&mut users[i], row, 2)?;
         folded.push(row.get(8));
     }
     let states = users
@@ -143,25 +125,4 @@ pub async fn fold_some(pool: &Pool) -> Result<usize, StoreError> {
     .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(users.len())
-}
-
-/// Decodes a user whose columns start at index 1 (index 0 is the organization).
-fn user_from_row_at(
-    row: &tokio_postgres::Row,
-    org: &OrganizationId,
-) -> Result<super::read::PgUser, StoreError> {
-    let state: &[u8] = row.get(7);
-    Ok(super::read::PgUser {
-        key: row.get(1),
-        record: assent_model::user::UserRecord {
-            id: row.get(2),
-            organization_id: org.clone(),
-            organization_user_id: row.get(3),
-            version: row.get(4),
-            created_at: Timestamp::from_millis(row.get(5)),
-            updated_at: Timestamp::from_millis(row.get(6)),
-            state: serde_json::from_slice(state)
-                .map_err(|e| StoreError::Internal(format!("user state: {e}")))?,
-        },
-    })
 }

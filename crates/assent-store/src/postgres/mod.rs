@@ -21,8 +21,7 @@ use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
 use assent_model::{
-    ConsentEvent, DomainError, EventId, EventInput, EventStatus, OrganizationId, Regulation,
-    Timestamp,
+    ConsentEvent, EventId, EventInput, EventStatus, OrganizationId, Regulation, Timestamp,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -381,18 +380,4 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         write::delete_user(&mut client, org, user).await
     }
-}
-
-/// Decodes a cursor of the users list.
-pub(crate) fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
-    cursor
-        .strip_prefix('u')
-        .and_then(|k| k.parse::<i64>().ok())
-        .filter(|k| *k >= 0)
-        .ok_or_else(|| {
-            StoreError::Domain(DomainError::invalid_field(
-                "$cursor",
-                "is not a cursor returned by this API",
-            ))
-        })
 }

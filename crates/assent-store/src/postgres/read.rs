@@ -1,7 +1,8 @@
 //! Queries.
 
-use super::{db, decode_cursor};
+use super::db;
 use crate::{ApiKey, StoreError, UsersPage};
+use crate::{decode_cursor, encode_cursor};
 use assent_model::event::EventStatus;
 use assent_model::query::UsersQuery;
 use assent_model::user::{UserRecord, UserSelector};
@@ -80,6 +81,28 @@ pub const USER_WITH_PENDING: &str = "SELECT u.user_key, u.id, u.organization_use
     LEFT JOIN pending_folds p ON p.org_id = u.org_id AND p.user_key = u.user_key
     LEFT JOIN events e ON e.org_id = p.org_id AND e.user_key = p.user_key AND e.seq = p.seq";
 
+/// Folds one pending event into `user`, counting its version bump: the row holds, from column
+/// `at` on, the event's seq, created_at, regulation, body and updated_at, then the bump.
+pub fn apply_pending(user: &mut PgUser, row: &Row, at: usize) -> Result<(), StoreError> {
+    let body: EventBody = serde_json::from_slice(row.get::<_, &[u8]>(at + 3))
+        .map_err(|e| StoreError::Internal(format!("event body: {e}")))?;
+    let regulation: &str = row.get(at + 2);
+    user.record.state.apply(
+        &Regulation::parse(regulation).unwrap_or_default(),
+        &body,
+        assent_model::Stamp {
+            at: row.get(at + 1),
+            seq: row.get(at),
+        },
+    );
+    user.record.version += i64::from(row.get::<_, i16>(at + 5));
+    user.record.updated_at = user
+        .record
+        .updated_at
+        .max(Timestamp::from_millis(row.get(at + 4)));
+    Ok(())
+}
+
 /// Decodes rows of [`USER_WITH_PENDING`] (sorted by user) into users with their pending events
 /// folded in, and their versions counted as they will be once the folder writes them.
 pub fn users_with_pending(rows: &[Row], org: &OrganizationId) -> Result<Vec<PgUser>, StoreError> {
@@ -90,24 +113,8 @@ pub fn users_with_pending(rows: &[Row], org: &OrganizationId) -> Result<Vec<PgUs
             out.push(user_from_row(row, org)?);
         }
         let user = out.last_mut().expect("pushed above");
-        if let Some(seq) = row.get::<_, Option<i64>>(7) {
-            let body: &[u8] = row.get(10);
-            let body: EventBody = serde_json::from_slice(body)
-                .map_err(|e| StoreError::Internal(format!("event body: {e}")))?;
-            let regulation: &str = row.get(9);
-            user.record.state.apply(
-                &Regulation::parse(regulation).unwrap_or_default(),
-                &body,
-                assent_model::Stamp {
-                    at: row.get(8),
-                    seq,
-                },
-            );
-            user.record.version += i64::from(row.get::<_, i16>(12));
-            user.record.updated_at = user
-                .record
-                .updated_at
-                .max(Timestamp::from_millis(row.get(11)));
+        if row.get::<_, Option<i64>>(7).is_some() {
+            apply_pending(user, row, 7)?;
         }
     }
     Ok(out)
@@ -305,7 +312,7 @@ pub async fn list_users(
                         .is_empty();
                     return Ok(UsersPage {
                         data,
-                        cursor: more.then(|| format!("u{after}")),
+                        cursor: more.then(|| encode_cursor(after)),
                     });
                 }
             }

@@ -12,7 +12,7 @@ mod writer;
 pub use schema::SCHEMA_VERSION;
 pub use writer::WriterConfig;
 
-use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions};
+use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions, decode_cursor, encode_cursor};
 use assent_model::event::EventPatch;
 use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::{ConsentsView, status_at};
@@ -313,23 +313,6 @@ fn all_events_of(
         .into_iter()
         .map(|r| r.event)
         .collect())
-}
-
-fn encode_cursor(key: i64) -> String {
-    format!("u{key}")
-}
-
-fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
-    cursor
-        .strip_prefix('u')
-        .and_then(|k| k.parse::<i64>().ok())
-        .filter(|k| *k >= 0)
-        .ok_or_else(|| {
-            StoreError::Domain(DomainError::invalid_field(
-                "$cursor",
-                "is not a cursor returned by this API",
-            ))
-        })
 }
 
 #[async_trait]
