@@ -63,6 +63,19 @@ fn single<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The `$limit` and `$skip` of a list route: (limit, skip).
+pub fn paging(pairs: &Pairs) -> Result<(usize, usize), DomainError> {
+    Ok((
+        number(pairs, "$limit", DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?,
+        number(pairs, "$skip", 0, usize::MAX)?,
+    ))
+}
+
+/// The value of parameter `name`, if given (the last one wins).
+pub fn param<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a str> {
+    single(pairs, name)
+}
+
 fn number(pairs: &Pairs, name: &str, default: usize, max: usize) -> Result<usize, DomainError> {
     match single(pairs, name) {
         None => Ok(default),

@@ -1,0 +1,998 @@
+//! Integrations: where changes to consent are delivered (webhooks and connectors), the changes
+//! themselves as the destinations receive them, and the record of each delivery.
+//!
+//! A write that changes events or users produces [`Change`]s (Didomi's webhook bodies:
+//! `{"type": "event.created", "parameters": {…}}`); the store keeps them in its outbox in the
+//! same transaction, and the delivery worker hands each to every enabled integration that
+//! subscribes to its [`ChangeKind`].
+
+use crate::error::{DomainError, FieldErrors};
+use crate::event::{ConsentEvent, EventView};
+use crate::ids::{OrganizationId, Regulation};
+use crate::json::{Fields, Path, check_bounds, type_name};
+use crate::time::Timestamp;
+use crate::user::{UserRecord, UserView};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What happened, as a webhook's `type` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// An event was stored.
+    EventCreated,
+    /// An event was changed (its status, say).
+    EventUpdated,
+    /// An event was deleted.
+    EventDeleted,
+    /// A user was created.
+    UserCreated,
+    /// A user's status or profile changed.
+    UserUpdated,
+    /// A user was erased.
+    UserDeleted,
+}
+
+impl ChangeKind {
+    /// Every kind, in code order.
+    pub const ALL: [ChangeKind; 6] = [
+        ChangeKind::EventCreated,
+        ChangeKind::EventUpdated,
+        ChangeKind::EventDeleted,
+        ChangeKind::UserCreated,
+        ChangeKind::UserUpdated,
+        ChangeKind::UserDeleted,
+    ];
+
+    /// The name used in webhook bodies and in `event_types`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::EventCreated => "event.created",
+            ChangeKind::EventUpdated => "event.updated",
+            ChangeKind::EventDeleted => "event.deleted",
+            ChangeKind::UserCreated => "user.created",
+            ChangeKind::UserUpdated => "user.updated",
+            ChangeKind::UserDeleted => "user.deleted",
+        }
+    }
+
+    /// Reads a name made by [`ChangeKind::as_str`].
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        ChangeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A small number for storage.
+    pub fn code(self) -> i64 {
+        ChangeKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .expect("listed") as i64
+    }
+
+    /// Reads a number made by [`ChangeKind::code`].
+    pub fn from_code(code: i64) -> Option<ChangeKind> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| ChangeKind::ALL.get(i).copied())
+    }
+
+    /// The bit of this kind in a set of kinds.
+    pub fn bit(self) -> u8 {
+        1 << self.code()
+    }
+}
+
+/// A set of change kinds as a bit mask (see [`ChangeKind::bit`]).
+pub fn kinds_mask(kinds: &[ChangeKind]) -> u8 {
+    kinds.iter().fold(0, |m, k| m | k.bit())
+}
+
+/// The kind of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntegrationType {
+    /// A signed HTTP POST of each change to `properties.url`.
+    WebhookHttp,
+    /// Actito profiles and their subscriptions.
+    Actito,
+    /// mParticle GDPR consent state, through its server-to-server API.
+    Mparticle,
+}
+
+impl IntegrationType {
+    /// Every type.
+    pub const ALL: [IntegrationType; 3] = [
+        IntegrationType::WebhookHttp,
+        IntegrationType::Actito,
+        IntegrationType::Mparticle,
+    ];
+
+    /// The `type_id` of the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationType::WebhookHttp => "webhook-http",
+            IntegrationType::Actito => "actito",
+            IntegrationType::Mparticle => "mparticle",
+        }
+    }
+
+    /// Reads a `type_id`.
+    pub fn parse(s: &str) -> Option<IntegrationType> {
+        IntegrationType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Fields of `authentication` that hold secrets: accepted on input, never shown again.
+    fn secret_fields(self) -> &'static [&'static str] {
+        match self {
+            IntegrationType::WebhookHttp => &["client_secret"],
+            IntegrationType::Actito => &["private_api_key"],
+            IntegrationType::Mparticle => &["api_secret"],
+        }
+    }
+
+    /// The fields of `authentication` for this type, and which are required.
+    fn authentication_fields(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            IntegrationType::WebhookHttp => (
+                &["url", "client_id", "client_secret", "scope"],
+                &["url", "client_id", "client_secret"],
+            ),
+            IntegrationType::Actito => (&["private_api_key"], &["private_api_key"]),
+            IntegrationType::Mparticle => (&["api_key", "api_secret"], &["api_key", "api_secret"]),
+        }
+    }
+
+    /// The fields of `properties` for this type, and which are required.
+    fn property_fields(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            IntegrationType::WebhookHttp => (&["url"], &["url"]),
+            IntegrationType::Actito => (
+                &["entity_id", "table_name", "user_unique_key", "base_url"],
+                &["entity_id", "table_name", "user_unique_key"],
+            ),
+            IntegrationType::Mparticle => (&["base_url", "environment"], &[]),
+        }
+    }
+
+    /// Fields of `properties` that are URLs.
+    fn url_fields(self) -> &'static [&'static str] {
+        match self {
+            IntegrationType::WebhookHttp => &["url"],
+            IntegrationType::Actito | IntegrationType::Mparticle => &["base_url"],
+        }
+    }
+}
+
+/// One mapping of a connector: `value` is the path key of a status leaf
+/// (`consents_channels_email_enabled`), `id` the destination field it goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Mapping {
+    /// The destination's field (an Actito subscription, an mParticle purpose).
+    pub id: String,
+    /// The path key of the status leaf.
+    pub value: String,
+}
+
+/// An integration as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    /// Its id (a UUID).
+    pub id: String,
+    /// The owning organization.
+    pub organization_id: OrganizationId,
+    /// The kind of destination.
+    pub type_id: IntegrationType,
+    /// A name to recognise it by.
+    pub name: Option<String>,
+    /// A disabled integration receives nothing.
+    pub enabled: bool,
+    /// Why the server disabled it (a `410 Gone`), if it did.
+    pub disabled_reason: Option<String>,
+    /// Credentials (secrets included: they are needed to call the destination).
+    pub authentication: Map<String, Value>,
+    /// Where and how to deliver.
+    pub properties: Map<String, Value>,
+    /// Connector mappings.
+    pub mappings: Vec<Mapping>,
+    /// Whether a connector may create a contact the destination does not know.
+    pub upsert_mode: bool,
+    /// The changes it receives.
+    pub event_types: Vec<ChangeKind>,
+    /// The `whsec_…` secret that signs its webhooks.
+    pub signing_secret: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Integration {
+    /// Whether it receives changes of `kind`.
+    pub fn wants(&self, kind: ChangeKind) -> bool {
+        self.event_types.contains(&kind)
+    }
+
+    /// A string property, if set.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).and_then(Value::as_str)
+    }
+
+    /// A string of `authentication`, if set.
+    pub fn credential(&self, key: &str) -> Option<&str> {
+        self.authentication.get(key).and_then(Value::as_str)
+    }
+
+    /// The integration as the API shows it: secrets left out.
+    pub fn view(&self) -> IntegrationView {
+        let mut authentication = self.authentication.clone();
+        for key in self.type_id.secret_fields() {
+            authentication.remove(*key);
+        }
+        IntegrationView {
+            id: self.id.clone(),
+            organization_id: self.organization_id.to_string(),
+            type_id: self.type_id.as_str().to_owned(),
+            name: self.name.clone(),
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason.clone(),
+            authentication,
+            properties: self.properties.clone(),
+            mappings: self.mappings.clone(),
+            upsert_mode: self.upsert_mode,
+            event_types: self
+                .event_types
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            created_at: self.created_at.to_rfc3339(),
+            updated_at: self.updated_at.to_rfc3339(),
+            secret: None,
+        }
+    }
+}
+
+/// An integration as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IntegrationView {
+    /// Integration id.
+    pub id: String,
+    /// Owning organization.
+    pub organization_id: String,
+    /// `webhook-http`, `actito` or `mparticle`.
+    pub type_id: String,
+    /// A name to recognise it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A disabled integration receives nothing.
+    pub enabled: bool,
+    /// Why the server disabled it (the destination answered `410 Gone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Credentials, without their secret fields.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub authentication: Map<String, Value>,
+    /// Where and how to deliver.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub properties: Map<String, Value>,
+    /// Connector mappings.
+    pub mappings: Vec<Mapping>,
+    /// Whether a connector may create a contact the destination does not know.
+    pub upsert_mode: bool,
+    /// The changes it receives.
+    pub event_types: Vec<String>,
+    /// When it was created.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+    /// The webhook signing secret: only in the answer that created the integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+const INTEGRATION_FIELDS: &[&str] = &[
+    "id",
+    "organization_id",
+    "type_id",
+    "name",
+    "enabled",
+    "authentication",
+    "properties",
+    "mappings",
+    "upsert_mode",
+    "event_types",
+];
+
+const PATCH_FIELDS: &[&str] = &[
+    "name",
+    "enabled",
+    "authentication",
+    "properties",
+    "mappings",
+    "upsert_mode",
+    "event_types",
+];
+
+/// Most mappings of one integration.
+pub const MAX_MAPPINGS: usize = 500;
+
+/// A change to an integration (`PATCH`): absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntegrationPatch {
+    /// New name.
+    pub name: Option<Option<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Fields of `authentication` to set (the others are kept, secrets included).
+    pub authentication: Option<Map<String, Value>>,
+    /// Replaces `properties`.
+    pub properties: Option<Map<String, Value>>,
+    /// Replaces `mappings`.
+    pub mappings: Option<Vec<Mapping>>,
+    /// New upsert mode.
+    pub upsert_mode: Option<bool>,
+    /// Replaces `event_types`.
+    pub event_types: Option<Vec<ChangeKind>>,
+}
+
+impl Integration {
+    /// Parses a `POST /marketplace/integrations` body into a new, enabled integration.
+    pub fn parse_new(
+        value: &Value,
+        organization_id: &OrganizationId,
+        now: Timestamp,
+    ) -> Result<Integration, DomainError> {
+        let mut errors = FieldErrors::new();
+        check_bounds(value, Path::Root, &mut errors);
+        errors.clone().into_result()?;
+        let Some(f) = Fields::of(value, Path::Root, INTEGRATION_FIELDS, &mut errors) else {
+            return Err(DomainError::invalid(errors));
+        };
+        if let Some(org) = f.string("organization_id", &mut errors)
+            && org != organization_id.as_str()
+        {
+            errors.add(
+                "organization_id",
+                "must equal the organization_id of the query",
+            );
+        }
+        let id = match f.string("id", &mut errors) {
+            Some(id) => match uuid::Uuid::parse_str(id) {
+                Ok(u) => u.hyphenated().to_string(),
+                Err(_) => {
+                    errors.add("id", "must be a UUID");
+                    String::new()
+                }
+            },
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let type_id = match f.string("type_id", &mut errors) {
+            Some(t) => IntegrationType::parse(t).or_else(|| {
+                errors.add(
+                    "type_id",
+                    format!(
+                        "'{t}' is not a type; expected one of: webhook-http, actito, mparticle"
+                    ),
+                );
+                None
+            }),
+            None => {
+                if f.get("type_id").is_none() {
+                    errors.add("type_id", "is required");
+                }
+                None
+            }
+        };
+        let patch = read_patch(&f, &mut errors);
+        f.finish(&mut errors);
+        errors.clone().into_result()?;
+        let type_id = type_id.expect("checked above");
+        let integration = Integration {
+            id,
+            organization_id: organization_id.clone(),
+            type_id,
+            name: patch.name.flatten(),
+            enabled: patch.enabled.unwrap_or(true),
+            disabled_reason: None,
+            authentication: patch.authentication.unwrap_or_default(),
+            properties: patch.properties.unwrap_or_default(),
+            mappings: patch.mappings.unwrap_or_default(),
+            upsert_mode: patch.upsert_mode.unwrap_or(false),
+            event_types: patch
+                .event_types
+                .unwrap_or_else(|| ChangeKind::ALL.to_vec()),
+            signing_secret: None,
+            created_at: now,
+            updated_at: now,
+        };
+        integration.check()?;
+        Ok(integration)
+    }
+
+    /// Applies a `PATCH` and checks the result; on error the integration is unchanged.
+    pub fn apply(&mut self, patch: IntegrationPatch, now: Timestamp) -> Result<(), DomainError> {
+        let mut next = self.clone();
+        if let Some(name) = patch.name {
+            next.name = name;
+        }
+        if let Some(enabled) = patch.enabled {
+            next.enabled = enabled;
+            if enabled {
+                next.disabled_reason = None;
+            }
+        }
+        if let Some(auth) = patch.authentication {
+            for (k, v) in auth {
+                if v.is_null() {
+                    next.authentication.remove(&k);
+                } else {
+                    next.authentication.insert(k, v);
+                }
+            }
+        }
+        if let Some(p) = patch.properties {
+            next.properties = p;
+        }
+        if let Some(m) = patch.mappings {
+            next.mappings = m;
+        }
+        if let Some(u) = patch.upsert_mode {
+            next.upsert_mode = u;
+        }
+        if let Some(t) = patch.event_types {
+            next.event_types = t;
+        }
+        next.check()?;
+        next.updated_at = now;
+        *self = next;
+        Ok(())
+    }
+
+    /// Checks what the type needs: required fields present, strings where strings go, URLs
+    /// that are http(s) URLs.
+    fn check(&self) -> Result<(), DomainError> {
+        let mut errors = FieldErrors::new();
+        let t = self.type_id;
+        check_object(
+            "authentication",
+            &self.authentication,
+            t.authentication_fields(),
+            self.type_id == IntegrationType::WebhookHttp,
+            &mut errors,
+        );
+        check_object(
+            "properties",
+            &self.properties,
+            t.property_fields(),
+            false,
+            &mut errors,
+        );
+        for key in t.url_fields() {
+            if let Some(Value::String(url)) = self.properties.get(*key)
+                && let Err(message) = check_url(url)
+            {
+                errors.add(format!("properties.{key}"), message);
+            }
+        }
+        if let Some(Value::String(url)) = self.authentication.get("url")
+            && let Err(message) = check_url(url)
+        {
+            errors.add("authentication.url", message);
+        }
+        if let Some(env) = self.properties.get("environment")
+            && !matches!(env.as_str(), Some("production" | "development"))
+        {
+            errors.add(
+                "properties.environment",
+                "must be 'production' or 'development'",
+            );
+        }
+        if matches!(t, IntegrationType::Actito | IntegrationType::Mparticle)
+            && self.mappings.is_empty()
+        {
+            errors.add("mappings", "needs at least one mapping for this type");
+        }
+        errors.into_result()
+    }
+}
+
+/// Checks an `authentication` or `properties` object: known fields only, strings, the
+/// required ones present. With `all_or_nothing`, an empty object is fine too (optional OAuth).
+fn check_object(
+    name: &str,
+    map: &Map<String, Value>,
+    (allowed, required): (&[&str], &[&str]),
+    all_or_nothing: bool,
+    errors: &mut FieldErrors,
+) {
+    for (k, v) in map {
+        if !allowed.contains(&k.as_str()) {
+            errors.add(
+                format!("{name}.{k}"),
+                format!(
+                    "is not a known field for this type; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            );
+        } else if !v.is_string() {
+            errors.add(
+                format!("{name}.{k}"),
+                format!("must be a string, not {}", type_name(v)),
+            );
+        } else if v.as_str().is_some_and(|s| s.is_empty() || s.len() > 2048) {
+            errors.add(format!("{name}.{k}"), "must be 1 to 2048 characters");
+        }
+    }
+    if all_or_nothing && map.is_empty() {
+        return;
+    }
+    for r in required {
+        if !map.contains_key(*r) {
+            errors.add(format!("{name}.{r}"), "is required");
+        }
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must be an http:// or https:// URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err("must name a host".into());
+    }
+    Ok(())
+}
+
+/// Reads the fields shared by create and patch bodies.
+fn read_patch(f: &Fields<'_, '_>, errors: &mut FieldErrors) -> IntegrationPatch {
+    let object = |key: &str, errors: &mut FieldErrors| match f.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map.clone()),
+        Some(other) => {
+            errors.add(key, format!("must be an object, not {}", type_name(other)));
+            None
+        }
+    };
+    let boolean = |key: &str, errors: &mut FieldErrors| match f.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            errors.add(key, format!("must be a boolean, not {}", type_name(other)));
+            None
+        }
+    };
+    let name = match f.get("name") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(_) => f
+            .string("name", errors)
+            .map(|s| Some(s.chars().take(255).collect())),
+    };
+    let mappings = f.array("mappings", errors).map(|items| {
+        if items.len() > MAX_MAPPINGS {
+            errors.add(
+                "mappings",
+                format!("has {} items; the limit is {MAX_MAPPINGS}", items.len()),
+            );
+        }
+        let path = f.child("mappings");
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = path.index(i);
+            let Some(m) = Fields::of(item, p, &["id", "value"], errors) else {
+                continue;
+            };
+            let id = m.identifier("id", errors);
+            let value = m.identifier("value", errors);
+            for (key, v) in [("id", id), ("value", value)] {
+                if v.is_none() && m.get(key).is_none() {
+                    errors.add(m.child(key), "is required");
+                }
+            }
+            m.finish(errors);
+            if let (Some(id), Some(value)) = (id, value) {
+                out.push(Mapping {
+                    id: id.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        }
+        out
+    });
+    let event_types = f.array("event_types", errors).map(|items| {
+        let path = f.child("event_types");
+        let mut kinds = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().and_then(ChangeKind::parse) {
+                Some(k) if !kinds.contains(&k) => kinds.push(k),
+                Some(_) => {}
+                None => errors.add(
+                    path.index(i),
+                    format!(
+                        "must be one of: {}",
+                        ChangeKind::ALL.map(ChangeKind::as_str).join(", ")
+                    ),
+                ),
+            }
+        }
+        if items.is_empty() {
+            errors.add("event_types", "must name at least one type");
+        }
+        kinds.sort();
+        kinds
+    });
+    IntegrationPatch {
+        name,
+        enabled: boolean("enabled", errors),
+        authentication: object("authentication", errors),
+        properties: object("properties", errors),
+        mappings,
+        upsert_mode: boolean("upsert_mode", errors),
+        event_types,
+    }
+}
+
+impl IntegrationPatch {
+    /// Parses a `PATCH /marketplace/integrations/{id}` body.
+    pub fn parse(value: &Value) -> Result<IntegrationPatch, DomainError> {
+        let mut errors = FieldErrors::new();
+        check_bounds(value, Path::Root, &mut errors);
+        errors.clone().into_result()?;
+        let Some(f) = Fields::of(value, Path::Root, PATCH_FIELDS, &mut errors) else {
+            return Err(DomainError::invalid(errors));
+        };
+        let patch = read_patch(&f, &mut errors);
+        f.finish(&mut errors);
+        errors.into_result()?;
+        Ok(patch)
+    }
+}
+
+/// A change as destinations receive it: Didomi's webhook body, already serialized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// `{"type": …, "parameters": …}` as JSON.
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Message<'a, P> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    parameters: P,
+}
+
+#[derive(Serialize)]
+struct EventParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity: Option<EventView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_entity: Option<EventView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_entity: Option<EventView>,
+}
+
+#[derive(Serialize)]
+struct UserParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<EventView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_entity: Option<UserView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_entity: Option<UserView>,
+}
+
+fn message<P: Serialize>(kind: ChangeKind, parameters: P) -> Change {
+    let body = serde_json::to_vec(&Message {
+        kind: kind.as_str(),
+        parameters,
+    })
+    .expect("views serialize");
+    Change { kind, body }
+}
+
+impl Change {
+    /// `event.created`: `parameters.entity` is the event.
+    pub fn event_created(event: &ConsentEvent) -> Change {
+        message(
+            ChangeKind::EventCreated,
+            EventParameters {
+                entity: Some(event.view()),
+                old_entity: None,
+                new_entity: None,
+            },
+        )
+    }
+
+    /// `event.updated`: the event before and after.
+    pub fn event_updated(old: &ConsentEvent, new: &ConsentEvent) -> Change {
+        message(
+            ChangeKind::EventUpdated,
+            EventParameters {
+                entity: None,
+                old_entity: Some(old.view()),
+                new_entity: Some(new.view()),
+            },
+        )
+    }
+
+    /// `event.deleted`: `parameters.entity` is the event as it was.
+    pub fn event_deleted(event: &ConsentEvent) -> Change {
+        message(
+            ChangeKind::EventDeleted,
+            EventParameters {
+                entity: Some(event.view()),
+                old_entity: None,
+                new_entity: None,
+            },
+        )
+    }
+
+    /// `user.created` or `user.updated` (when `old` is given): the user before and after,
+    /// shown under the regulation of `source` (the event that caused the change), GDPR when
+    /// there is none.
+    pub fn user_changed(
+        old: Option<&UserRecord>,
+        new: &UserRecord,
+        source: Option<&ConsentEvent>,
+    ) -> Change {
+        let regulation = source.map(|e| e.regulation.clone()).unwrap_or_default();
+        message(
+            if old.is_some() {
+                ChangeKind::UserUpdated
+            } else {
+                ChangeKind::UserCreated
+            },
+            UserParameters {
+                source: source.map(ConsentEvent::view),
+                old_entity: old.map(|u| u.view(&regulation)),
+                new_entity: Some(new.view(&regulation)),
+            },
+        )
+    }
+
+    /// `user.deleted`: the user as it was, under GDPR.
+    pub fn user_deleted(old: &UserRecord) -> Change {
+        message(
+            ChangeKind::UserDeleted,
+            UserParameters {
+                source: None,
+                old_entity: Some(old.view(&Regulation::default())),
+                new_entity: None,
+            },
+        )
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt, or for an earlier delivery of the same user.
+    Queued,
+    /// Failed at least once; another attempt is scheduled.
+    Retrying,
+    /// Received by the destination.
+    Delivered,
+    /// Every attempt failed (or the destination is gone); retried only on request.
+    Parked,
+}
+
+impl DeliveryStatus {
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Parked => "parked",
+        }
+    }
+
+    /// Reads a name made by [`DeliveryStatus::as_str`].
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Queued,
+            DeliveryStatus::Retrying,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Parked,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+
+    /// A small number for storage.
+    pub fn code(self) -> i64 {
+        match self {
+            DeliveryStatus::Queued => 0,
+            DeliveryStatus::Retrying => 1,
+            DeliveryStatus::Delivered => 2,
+            DeliveryStatus::Parked => 3,
+        }
+    }
+
+    /// Reads a number made by [`DeliveryStatus::code`].
+    pub fn from_code(code: i64) -> Option<DeliveryStatus> {
+        match code {
+            0 => Some(DeliveryStatus::Queued),
+            1 => Some(DeliveryStatus::Retrying),
+            2 => Some(DeliveryStatus::Delivered),
+            3 => Some(DeliveryStatus::Parked),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it started (milliseconds since the epoch in storage; RFC 3339 in views).
+    pub at: Timestamp,
+    /// The destination's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// What went wrong, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Most attempts kept in a delivery's log (the last ones).
+pub const MAX_ATTEMPTS_KEPT: usize = 20;
+
+/// A delivery of one change to one integration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Its id, which is also the `webhook-id` (stable across retries).
+    pub id: String,
+    /// The integration it is for.
+    pub integration_id: String,
+    /// The change it carries.
+    pub kind: ChangeKind,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due, while one is.
+    pub next_attempt_at: Option<Timestamp>,
+    /// When the change happened.
+    pub created_at: Timestamp,
+    /// When the delivery last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Delivery {
+    /// The delivery as the API shows it.
+    pub fn view(&self) -> DeliveryView {
+        DeliveryView {
+            id: self.id.clone(),
+            integration_id: self.integration_id.clone(),
+            type_: self.kind.as_str().to_owned(),
+            status: self.status,
+            attempts: self
+                .attempts
+                .iter()
+                .map(|a| AttemptView {
+                    at: a.at.to_rfc3339(),
+                    response_code: a.response_code,
+                    duration_ms: a.duration_ms,
+                    error: a.error.clone(),
+                })
+                .collect(),
+            next_attempt_at: self.next_attempt_at.map(|t| t.to_rfc3339()),
+            created_at: self.created_at.to_rfc3339(),
+            updated_at: self.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+/// A delivery as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryView {
+    /// Delivery id (the `webhook-id` header of webhooks).
+    pub id: String,
+    /// The integration it is for.
+    pub integration_id: String,
+    /// The change: `event.created`, `user.updated`, …
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `queued`, `retrying`, `delivered` or `parked`.
+    pub status: DeliveryStatus,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// When the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// When the change happened.
+    pub created_at: String,
+    /// When the delivery last changed.
+    pub updated_at: String,
+}
+
+/// An attempt as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptView {
+    /// When it started.
+    pub at: String,
+    /// The destination's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// What went wrong, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn org() -> OrganizationId {
+        OrganizationId::parse("acme").unwrap()
+    }
+
+    #[test]
+    fn a_webhook_needs_a_url_and_takes_every_type_by_default() {
+        let now = Timestamp::from_millis(0);
+        let err =
+            Integration::parse_new(&json!({"type_id": "webhook-http"}), &org(), now).unwrap_err();
+        assert!(format!("{err:?}").contains("properties.url"), "{err:?}");
+        let i = Integration::parse_new(
+            &json!({"type_id": "webhook-http", "properties": {"url": "https://example.com/h"}}),
+            &org(),
+            now,
+        )
+        .unwrap();
+        assert!(i.enabled);
+        assert_eq!(i.event_types, ChangeKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn unknown_types_and_event_types_name_the_field() {
+        let now = Timestamp::from_millis(0);
+        let err = Integration::parse_new(
+            &json!({"type_id": "fax", "event_types": ["event.created", "nope"]}),
+            &org(),
+            now,
+        )
+        .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("type_id") && text.contains("event_types[1]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let now = Timestamp::from_millis(0);
+        let i = Integration::parse_new(
+            &json!({"type_id": "actito", "authentication": {"private_api_key": "s3cret"},
+                    "properties": {"entity_id": "e", "table_name": "t", "user_unique_key": "k"},
+                    "mappings": [{"id": "NEWS", "value": "consents_channels_email_enabled"}]}),
+            &org(),
+            now,
+        )
+        .unwrap();
+        let shown = serde_json::to_string(&i.view()).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn kinds_round_trip_through_codes() {
+        for k in ChangeKind::ALL {
+            assert_eq!(ChangeKind::from_code(k.code()), Some(k));
+            assert_eq!(ChangeKind::parse(k.as_str()), Some(k));
+        }
+    }
+}
