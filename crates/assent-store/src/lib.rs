@@ -6,15 +6,18 @@
 //! writes outside the organization it is given.
 
 pub mod copy;
+pub mod integrations;
 pub mod postgres;
 pub mod sqlite;
 
 use assent_model::event::EventPatch;
+use assent_model::integration::{Delivery, Integration, IntegrationPatch};
 use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::ConsentsView;
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
 use assent_model::{ConsentEvent, DomainError, EventId, EventInput, OrganizationId, Timestamp};
 use async_trait::async_trait;
+use integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
 
 /// What can go wrong in a store call.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,74 @@ pub trait Store: Send + Sync + 'static {
         user: &UserSelector,
         options: WriteOptions,
     ) -> Result<UserRecord, StoreError>;
+
+    /// Stores a new integration; it receives the changes made from now on.
+    async fn create_integration(&self, integration: Integration)
+    -> Result<Integration, StoreError>;
+
+    /// The integrations of an organization, oldest first.
+    async fn list_integrations(&self, org: &OrganizationId)
+    -> Result<Vec<Integration>, StoreError>;
+
+    /// One integration.
+    async fn get_integration(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<Integration, StoreError>;
+
+    /// Changes an integration. Enabling a disabled one makes it receive the changes made from
+    /// then on (not those made while it was disabled).
+    async fn patch_integration(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        patch: IntegrationPatch,
+    ) -> Result<Integration, StoreError>;
+
+    /// Deletes an integration and its deliveries.
+    async fn delete_integration(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError>;
+
+    /// The deliveries of an integration, newest first.
+    async fn list_deliveries(
+        &self,
+        org: &OrganizationId,
+        integration_id: &str,
+        query: &DeliveriesQuery,
+    ) -> Result<Page<Delivery>, StoreError>;
+
+    /// Schedules a parked (or retrying) delivery for an attempt now.
+    async fn retry_delivery(
+        &self,
+        org: &OrganizationId,
+        integration_id: &str,
+        delivery_id: &str,
+    ) -> Result<Delivery, StoreError>;
+
+    /// Every enabled integration of every organization (for the delivery worker).
+    async fn active_integrations(&self) -> Result<Vec<Integration>, StoreError>;
+
+    /// Takes up to `limit` deliveries of `integration` that are due at `now`, at most one per
+    /// user (the oldest not yet delivered), none already taken by a worker within `lease`.
+    /// Moves new changes from the outbox into deliveries first when few are waiting.
+    async fn claim_deliveries(
+        &self,
+        integration: &Integration,
+        now: Timestamp,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+
+    /// Records attempts made on claimed deliveries and releases them.
+    async fn record_attempts(
+        &self,
+        integration: &Integration,
+        results: Vec<AttemptResult>,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets delivered deliveries, and changes nobody needs any more, older than `before`;
+    /// returns how many rows went.
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// The cursor of the users list that resumes after the user with store key `key`.

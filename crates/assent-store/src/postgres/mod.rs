@@ -15,8 +15,10 @@ mod write;
 
 pub use schema::SCHEMA_VERSION;
 
+use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
 use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions};
 use assent_model::event::EventPatch;
+use assent_model::integration::{Delivery, Integration, IntegrationPatch};
 use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
@@ -380,4 +382,85 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         write::delete_user(&mut client, org, user).await
     }
+
+    async fn create_integration(&self, _: Integration) -> Result<Integration, StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    async fn list_integrations(&self, _: &OrganizationId) -> Result<Vec<Integration>, StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    async fn get_integration(
+        &self,
+        _: &OrganizationId,
+        _: &str,
+    ) -> Result<Integration, StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    async fn patch_integration(
+        &self,
+        _: &OrganizationId,
+        _: &str,
+        _: IntegrationPatch,
+    ) -> Result<Integration, StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    async fn delete_integration(&self, _: &OrganizationId, _: &str) -> Result<(), StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    async fn list_deliveries(
+        &self,
+        _: &OrganizationId,
+        _: &str,
+        _: &DeliveriesQuery,
+    ) -> Result<Page<Delivery>, StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    async fn retry_delivery(
+        &self,
+        _: &OrganizationId,
+        _: &str,
+        _: &str,
+    ) -> Result<Delivery, StoreError> {
+        Err(integrations_unavailable())
+    }
+
+    /// None yet: integrations cannot be created on PostgreSQL.
+    async fn active_integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        _: &Integration,
+        _: Timestamp,
+        _: usize,
+        _: std::time::Duration,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn record_attempts(
+        &self,
+        _: &Integration,
+        _: Vec<AttemptResult>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn prune_deliveries(&self, _: Timestamp) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// Integrations are not stored on PostgreSQL yet (their outbox is being built).
+fn integrations_unavailable() -> StoreError {
+    StoreError::Unavailable(
+        "integrations are not available on the PostgreSQL store yet; use the SQLite store".into(),
+    )
 }

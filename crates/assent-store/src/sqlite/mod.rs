@@ -3,6 +3,7 @@
 
 mod cache;
 pub(crate) mod codec;
+mod outbox;
 mod read;
 mod readers;
 mod schema;
@@ -12,8 +13,10 @@ mod writer;
 pub use schema::SCHEMA_VERSION;
 pub use writer::WriterConfig;
 
+use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
 use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions, decode_cursor, encode_cursor};
 use assent_model::event::EventPatch;
+use assent_model::integration::{Delivery, Integration, IntegrationPatch};
 use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
@@ -389,12 +392,13 @@ impl Store for SqliteStore {
         &self,
         org: &OrganizationId,
         events: Vec<EventInput>,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<Vec<ConsentEvent>, StoreError> {
         match self
             .submit(Command::Append {
                 org: org.clone(),
                 events,
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -441,13 +445,14 @@ impl Store for SqliteStore {
         org: &OrganizationId,
         id: &EventId,
         patch: EventPatch,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<ConsentEvent, StoreError> {
         match self
             .submit(Command::PatchEvent {
                 org: org.clone(),
                 id: id.clone(),
                 patch,
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -460,12 +465,13 @@ impl Store for SqliteStore {
         &self,
         org: &OrganizationId,
         id: &EventId,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<(), StoreError> {
         match self
             .submit(Command::DeleteEvent {
                 org: org.clone(),
                 id: id.clone(),
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -478,12 +484,13 @@ impl Store for SqliteStore {
         &self,
         org: &OrganizationId,
         query: EventsQuery,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<u64, StoreError> {
         match self
             .submit(Command::DeleteEvents {
                 org: org.clone(),
                 query,
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -496,12 +503,13 @@ impl Store for SqliteStore {
         &self,
         org: &OrganizationId,
         user: NewUser,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         match self
             .submit(Command::CreateUser {
                 org: org.clone(),
                 user,
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -599,13 +607,14 @@ impl Store for SqliteStore {
         org: &OrganizationId,
         user: &UserSelector,
         patch: UserPatch,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         match self
             .submit(Command::PatchUser {
                 org: org.clone(),
                 user: user.clone(),
                 patch,
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -618,12 +627,13 @@ impl Store for SqliteStore {
         &self,
         org: &OrganizationId,
         user: &UserSelector,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         match self
             .submit(Command::DeleteUser {
                 org: org.clone(),
                 user: user.clone(),
+                announce: !options.disable_integrations,
             })
             .await?
         {
@@ -631,6 +641,168 @@ impl Store for SqliteStore {
             other => Err(unexpected(other)),
         }
     }
+
+    async fn create_integration(
+        &self,
+        integration: Integration,
+    ) -> Result<Integration, StoreError> {
+        match self
+            .submit(Command::CreateIntegration(Box::new(integration)))
+            .await?
+        {
+            Reply::Integration(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_integrations(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Vec<Integration>, StoreError> {
+        let org = org.clone();
+        self.read(
+            move |conn, shared| match read::org_key(conn, shared, &org)? {
+                Some(org_key) => outbox::list(conn, &org, org_key),
+                None => Ok(Vec::new()),
+            },
+        )
+        .await
+    }
+
+    async fn get_integration(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<Integration, StoreError> {
+        let (org, id) = (org.clone(), id.to_owned());
+        self.read(move |conn, shared| Ok(integration_of(conn, shared, &org, &id)?.integration))
+            .await
+    }
+
+    async fn patch_integration(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        patch: IntegrationPatch,
+    ) -> Result<Integration, StoreError> {
+        match self
+            .submit(Command::PatchIntegration {
+                org: org.clone(),
+                id: id.to_owned(),
+                patch: Box::new(patch),
+            })
+            .await?
+        {
+            Reply::Integration(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_integration(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError> {
+        match self
+            .submit(Command::DeleteIntegration {
+                org: org.clone(),
+                id: id.to_owned(),
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_deliveries(
+        &self,
+        org: &OrganizationId,
+        integration_id: &str,
+        query: &DeliveriesQuery,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let (org, id, query) = (org.clone(), integration_id.to_owned(), query.clone());
+        self.read(move |conn, shared| {
+            let rec = integration_of(conn, shared, &org, &id)?;
+            outbox::list_deliveries(conn, &rec, &query)
+        })
+        .await
+    }
+
+    async fn retry_delivery(
+        &self,
+        org: &OrganizationId,
+        integration_id: &str,
+        delivery_id: &str,
+    ) -> Result<Delivery, StoreError> {
+        match self
+            .submit(Command::RetryDelivery {
+                org: org.clone(),
+                integration_id: integration_id.to_owned(),
+                delivery_id: delivery_id.to_owned(),
+            })
+            .await?
+        {
+            Reply::Delivery(d) => Ok(*d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn active_integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        self.read(|conn, _| outbox::active(conn)).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        integration: &Integration,
+        _now: Timestamp,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        match self
+            .submit(Command::ClaimDeliveries {
+                integration: Box::new(integration.clone()),
+                limit,
+                lease,
+            })
+            .await?
+        {
+            Reply::Due(due) => Ok(due),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn record_attempts(
+        &self,
+        integration: &Integration,
+        results: Vec<AttemptResult>,
+    ) -> Result<(), StoreError> {
+        match self
+            .submit(Command::RecordAttempts {
+                integration: Box::new(integration.clone()),
+                results,
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<u64, StoreError> {
+        match self.submit(Command::PruneDeliveries { before }).await? {
+            Reply::Deleted(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// An integration of `org`, or "not found".
+fn integration_of(
+    conn: &Connection,
+    shared: &Shared,
+    org: &OrganizationId,
+    id: &str,
+) -> Result<outbox::IntegrationRecord, StoreError> {
+    let not_found = || StoreError::not_found(format!("integration '{id}' not found"));
+    let org_key = read::org_key(conn, shared, org)?.ok_or_else(not_found)?;
+    outbox::find(conn, org, org_key, id)?.ok_or_else(not_found)
 }
 
 /// Reads the signing key at `path`, or makes a random one and writes it there (readable by

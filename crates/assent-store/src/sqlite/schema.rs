@@ -9,7 +9,7 @@
 use rusqlite::Connection;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE meta (
@@ -80,6 +80,56 @@ CREATE TABLE user_events (
 INSERT INTO meta (key, value) VALUES ('flushed_seq', 0);
 ";
 
+/// Integrations and their outbox. `outbox` holds each change once, as destinations receive it
+/// (written in the transaction of the change, and only while the organization has an enabled
+/// integration that wants its kind); each integration moves the changes after its `cursor`
+/// into `deliveries` as it is ready to send them (status 0 queued, 1 retrying, 2 delivered,
+/// 3 parked).
+const V2: &str = "
+CREATE TABLE integrations (
+    integration_key INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_key         INTEGER NOT NULL,
+    id              TEXT NOT NULL,
+    type_id         TEXT NOT NULL,
+    enabled         INTEGER NOT NULL,
+    config          BLOB NOT NULL,
+    cursor          INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX integrations_by_id ON integrations (org_key, id);
+
+CREATE TABLE outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_key    INTEGER NOT NULL,
+    user_key   INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    body       BLOB NOT NULL
+) STRICT;
+CREATE INDEX outbox_by_org ON outbox (org_key, seq);
+
+CREATE TABLE deliveries (
+    integration_key INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    id              TEXT NOT NULL,
+    user_key        INTEGER NOT NULL,
+    kind            INTEGER NOT NULL,
+    status          INTEGER NOT NULL,
+    next_at         INTEGER NOT NULL,
+    attempts        BLOB NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (integration_key, seq)
+) STRICT, WITHOUT ROWID;
+CREATE UNIQUE INDEX deliveries_by_id ON deliveries (integration_key, id);
+CREATE INDEX deliveries_open ON deliveries (integration_key, seq) WHERE status < 2;
+CREATE INDEX deliveries_open_by_user ON deliveries (integration_key, user_key, seq)
+    WHERE status < 2;
+CREATE INDEX deliveries_unfinished_by_seq ON deliveries (seq) WHERE status <> 2;
+CREATE INDEX deliveries_by_update ON deliveries (integration_key, updated_at);
+";
+
 /// Brings the schema of `conn` to [`SCHEMA_VERSION`], or explains why it cannot.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     let version: i64 = conn
@@ -104,6 +154,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     if version == 0 {
         tx.execute_batch(V1)
             .map_err(|e| format!("cannot create the schema: {e}"))?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2)
+            .map_err(|e| format!("cannot add the integration tables: {e}"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| e.to_string())?;

@@ -20,10 +20,15 @@
 
 use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
+use super::outbox;
 use super::read::{self, db};
 use super::shared::{Fresh, Shared, UserEntry};
+use crate::integrations::{AttemptResult, DueDelivery};
 use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
+use assent_model::integration::{
+    Change, ChangeKind, Delivery, DeliveryStatus, Integration, IntegrationPatch,
+};
 use assent_model::query::EventsQuery;
 use assent_model::user::{NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve};
 use assent_model::{
@@ -31,11 +36,16 @@ use assent_model::{
     Timestamp, UserState,
 };
 use rusqlite::{Connection, params};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+/// The kinds of change that say a user changed (not erased).
+const USER_CHANGES: u8 = 0b11 << 3;
 
 /// A write request.
 #[derive(Debug)]
@@ -46,6 +56,8 @@ pub enum Command {
         org: OrganizationId,
         /// The events, validated.
         events: Vec<EventInput>,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Change an event.
     PatchEvent {
@@ -55,6 +67,8 @@ pub enum Command {
         id: EventId,
         /// The change.
         patch: EventPatch,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Delete an event.
     DeleteEvent {
@@ -62,6 +76,8 @@ pub enum Command {
         org: OrganizationId,
         /// The event.
         id: EventId,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Delete the events of a user that match a query.
     DeleteEvents {
@@ -69,6 +85,8 @@ pub enum Command {
         org: OrganizationId,
         /// The user and the filter.
         query: EventsQuery,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Create a user.
     CreateUser {
@@ -76,6 +94,8 @@ pub enum Command {
         org: OrganizationId,
         /// The user.
         user: NewUser,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Change a user's profile.
     PatchUser {
@@ -85,6 +105,8 @@ pub enum Command {
         user: UserSelector,
         /// The change.
         patch: UserPatch,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Erase a user and its events.
     DeleteUser {
@@ -92,9 +114,59 @@ pub enum Command {
         org: OrganizationId,
         /// The user.
         user: UserSelector,
+        /// Whether integrations hear of the change.
+        announce: bool,
     },
     /// Store an API key.
     CreateApiKey(ApiKey),
+    /// Store a new integration.
+    CreateIntegration(Box<Integration>),
+    /// Change an integration.
+    PatchIntegration {
+        /// Organization.
+        org: OrganizationId,
+        /// The integration.
+        id: String,
+        /// The change.
+        patch: Box<IntegrationPatch>,
+    },
+    /// Delete an integration.
+    DeleteIntegration {
+        /// Organization.
+        org: OrganizationId,
+        /// The integration.
+        id: String,
+    },
+    /// Make a delivery due now.
+    RetryDelivery {
+        /// Organization.
+        org: OrganizationId,
+        /// The integration.
+        integration_id: String,
+        /// The delivery.
+        delivery_id: String,
+    },
+    /// Take due deliveries for the worker.
+    ClaimDeliveries {
+        /// The integration.
+        integration: Box<Integration>,
+        /// Most deliveries to take.
+        limit: usize,
+        /// How long the taken deliveries stay the worker's.
+        lease: Duration,
+    },
+    /// Record the worker's attempts.
+    RecordAttempts {
+        /// The integration.
+        integration: Box<Integration>,
+        /// The attempts.
+        results: Vec<AttemptResult>,
+    },
+    /// Forget old delivered deliveries and unneeded changes.
+    PruneDeliveries {
+        /// Older than this.
+        before: Timestamp,
+    },
 }
 
 impl Command {
@@ -120,6 +192,14 @@ pub enum Reply {
     User(Box<UserRecord>),
     /// An API key.
     ApiKey(ApiKey),
+    /// An integration.
+    Integration(Box<Integration>),
+    /// A delivery.
+    Delivery(Box<Delivery>),
+    /// Deliveries to attempt.
+    Due(Vec<DueDelivery>),
+    /// Done, nothing to say.
+    Done,
 }
 
 /// A command with the channel for its answer.
@@ -186,6 +266,8 @@ struct Group {
     appended: usize,
     new_orgs: Vec<(OrganizationId, i64)>,
     poisoned: bool,
+    /// An integration was created, changed or deleted: reload the subscriptions.
+    integrations_changed: bool,
 }
 
 /// What the command being run learned in its first phase.
@@ -203,6 +285,16 @@ struct Cmd {
     forgotten: Vec<(i64, String, Option<String>)>,
     /// Organization keys to share with readers once the group commits.
     new_orgs: Vec<(OrganizationId, i64)>,
+    /// Whether integrations hear of the command's changes.
+    announce: bool,
+}
+
+impl Cmd {
+    /// Sets whether the command's changes are announced; returns the command for chaining.
+    fn announcing(&mut self, announce: bool) -> &mut Cmd {
+        self.announce = announce;
+        self
+    }
 }
 
 /// A flush spread over groups: the users still to write, and the last event it covers.
@@ -233,6 +325,10 @@ pub struct Writer {
     broken: bool,
     cache: UserCache,
     pending_events: usize,
+    /// The kinds of change each organization's enabled integrations want, by organization key.
+    subscriptions: HashMap<i64, u8>,
+    /// Deliveries taken by the worker: (integration key, change number) → until when.
+    in_flight: HashMap<(i64, i64), Instant>,
 }
 
 impl Writer {
@@ -246,6 +342,7 @@ impl Writer {
             .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
             .map_err(db)?;
         let flushed = flushed_seq(&conn)?;
+        let subscriptions = outbox::subscriptions(&conn)?;
         Ok(Writer {
             conn,
             shared,
@@ -258,6 +355,8 @@ impl Writer {
             broken: false,
             cache: UserCache::default(),
             pending_events: 0,
+            subscriptions,
+            in_flight: HashMap::new(),
         })
     }
 
@@ -440,6 +539,9 @@ impl Writer {
                     self.shared.orgs.insert(org, *key);
                 }
                 self.pending_events += group.appended;
+                if group.integrations_changed {
+                    self.reload_subscriptions();
+                }
                 metrics::counter!("assent_events_written_total").increment(group.appended as u64);
                 self.publish(&group);
                 for (reply, result) in replies.into_iter().zip(results) {
@@ -565,6 +667,7 @@ impl Writer {
     fn recover(&mut self) {
         self.cache.clear();
         self.cycle = None;
+        self.reload_subscriptions();
         match self.replay() {
             Ok(_) => self.broken = false,
             Err(e) => {
@@ -572,6 +675,51 @@ impl Writer {
                 tracing::error!(error = %e, "rebuilding users from the event log failed; writes are refused until it succeeds");
             }
         }
+    }
+
+    fn reload_subscriptions(&mut self) {
+        match outbox::subscriptions(&self.conn) {
+            Ok(s) => self.subscriptions = s,
+            Err(e) => tracing::error!(error = %e, "reading the integrations failed"),
+        }
+    }
+
+    /// An integration of `org`, or "not found".
+    fn integration(
+        &self,
+        cmd: &mut Cmd,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<(i64, outbox::IntegrationRecord), StoreError> {
+        let not_found = || StoreError::not_found(format!("integration '{id}' not found"));
+        let org_key = self.org_key(cmd, org)?;
+        let rec = outbox::find(&self.conn, org, org_key, id)?.ok_or_else(not_found)?;
+        Ok((org_key, rec))
+    }
+
+    /// The kinds of change to announce for `org_key` (none when the request says not to).
+    fn announced(&self, org_key: i64, announce: bool) -> u8 {
+        if announce {
+            self.subscriptions.get(&org_key).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Puts a change in the outbox if its kind is in `mask` (phase 2).
+    fn announce(
+        &self,
+        mask: u8,
+        org_key: i64,
+        user_key: i64,
+        now: Timestamp,
+        change: impl FnOnce() -> Change,
+        kind: ChangeKind,
+    ) -> Result<(), StoreError> {
+        if mask & kind.bit() == 0 {
+            return Ok(());
+        }
+        outbox::insert_change(&self.conn, org_key, user_key, &change(), now).map(drop)
     }
 
     fn run_command(
@@ -635,46 +783,182 @@ impl Writer {
         now: Timestamp,
     ) -> Result<Reply, Fail> {
         match command {
-            Command::Append { org, events } => self
-                .append(group, cmd, &org, events, now)
+            Command::Append {
+                org,
+                events,
+                announce,
+            } => self
+                .append(group, cmd.announcing(announce), &org, events, now)
                 .map(Reply::Events),
-            Command::PatchEvent { org, id, patch } => self
-                .patch_event(group, cmd, &org, &id, &patch, now)
+            Command::PatchEvent {
+                org,
+                id,
+                patch,
+                announce,
+            } => self
+                .patch_event(group, cmd.announcing(announce), &org, &id, &patch, now)
                 .map(|e| Reply::Event(Box::new(e))),
-            Command::DeleteEvent { org, id } => {
+            Command::DeleteEvent { org, id, announce } => {
                 let org_key = self.org_key(cmd, &org)?;
                 let row = read::event_by_id(&self.conn, &org, org_key, &id)?
                     .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
-                fatal(self.delete_events_of(group, &org, row.user_key, &[row.event.seq], now))?;
+                let mask = self.announced(org_key, announce);
+                fatal(self.delete_events_of(group, &org, row.user_key, &[row.event], now, mask))?;
                 Ok(Reply::Deleted(1))
             }
-            Command::DeleteEvents { org, query } => {
+            Command::DeleteEvents {
+                org,
+                query,
+                announce,
+            } => {
                 let org_key = self.org_key(cmd, &org)?;
                 // A user that does not exist has no events to delete.
                 let Some(found) = self.find(cmd, org_key, &query.user)? else {
                     return Ok(Reply::Deleted(0));
                 };
                 let entry = self.entry(&org, found.key)?.clone();
-                let doomed: Vec<i64> =
+                let doomed: Vec<ConsentEvent> =
                     read::user_events(&self.conn, &org, entry.keys(), &entry.pending)?
                         .into_iter()
                         .filter(|r| query.selects(&r.event))
-                        .map(|r| r.event.seq)
+                        .map(|r| r.event)
                         .collect();
                 if !doomed.is_empty() {
-                    fatal(self.delete_events_of(group, &org, found.key, &doomed, now))?;
+                    let mask = self.announced(org_key, announce);
+                    fatal(self.delete_events_of(group, &org, found.key, &doomed, now, mask))?;
                 }
                 Ok(Reply::Deleted(doomed.len() as u64))
             }
-            Command::CreateUser { org, user } => self
-                .create_user(group, cmd, &org, user, now)
+            Command::CreateUser {
+                org,
+                user,
+                announce,
+            } => self
+                .create_user(group, cmd.announcing(announce), &org, user, now)
                 .map(|u| Reply::User(Box::new(u))),
-            Command::PatchUser { org, user, patch } => self
-                .patch_user(group, cmd, &org, &user, patch, now)
+            Command::PatchUser {
+                org,
+                user,
+                patch,
+                announce,
+            } => self
+                .patch_user(group, cmd.announcing(announce), &org, &user, patch, now)
                 .map(|u| Reply::User(Box::new(u))),
-            Command::DeleteUser { org, user } => self
-                .delete_user(group, cmd, &org, &user)
+            Command::DeleteUser {
+                org,
+                user,
+                announce,
+            } => self
+                .delete_user(group, cmd.announcing(announce), &org, &user, now)
                 .map(|u| Reply::User(Box::new(u))),
+            Command::CreateIntegration(integration) => {
+                let org_key = self.org_key(cmd, &integration.organization_id)?;
+                let cursor = fatal(outbox::last_change(&self.conn))?;
+                outbox::insert(&self.conn, org_key, &integration, cursor)?;
+                group.integrations_changed = true;
+                Ok(Reply::Integration(integration))
+            }
+            Command::PatchIntegration { org, id, patch } => {
+                let (_, rec) = self.integration(cmd, &org, &id)?;
+                let was_enabled = rec.integration.enabled;
+                let mut integration = rec.integration;
+                integration.apply(*patch, now).map_err(StoreError::from)?;
+                // Enabled again: it hears of the changes made from now on.
+                let cursor = if integration.enabled && !was_enabled {
+                    Some(fatal(outbox::last_change(&self.conn))?)
+                } else {
+                    None
+                };
+                fatal(outbox::update(&self.conn, rec.key, &integration, cursor))?;
+                group.integrations_changed = true;
+                Ok(Reply::Integration(Box::new(integration)))
+            }
+            Command::DeleteIntegration { org, id } => {
+                let (_, rec) = self.integration(cmd, &org, &id)?;
+                fatal(outbox::delete(&self.conn, rec.key))?;
+                group.integrations_changed = true;
+                Ok(Reply::Done)
+            }
+            Command::RetryDelivery {
+                org,
+                integration_id,
+                delivery_id,
+            } => {
+                let (_, rec) = self.integration(cmd, &org, &integration_id)?;
+                let (seq, mut delivery) = outbox::find_delivery(&self.conn, &rec, &delivery_id)?
+                    .ok_or_else(|| {
+                        StoreError::not_found(format!("delivery '{delivery_id}' not found"))
+                    })?;
+                if delivery.status == DeliveryStatus::Delivered {
+                    return Err(StoreError::conflict(format!(
+                        "delivery '{delivery_id}' was delivered already"
+                    ))
+                    .into());
+                }
+                fatal(outbox::reschedule(&self.conn, &rec, seq, now))?;
+                delivery.status = DeliveryStatus::Retrying;
+                delivery.next_attempt_at = Some(now);
+                delivery.updated_at = now;
+                Ok(Reply::Delivery(Box::new(delivery)))
+            }
+            Command::ClaimDeliveries {
+                integration,
+                limit,
+                lease,
+            } => {
+                let org = integration.organization_id.clone();
+                let Ok((org_key, mut rec)) = self.integration(cmd, &org, &integration.id) else {
+                    return Ok(Reply::Due(Vec::new()));
+                };
+                if !rec.integration.enabled {
+                    return Ok(Reply::Due(Vec::new()));
+                }
+                rec.cursor = fatal(outbox::fan_in(&self.conn, &rec, org_key, limit.max(256)))?;
+                let clock = Instant::now();
+                self.in_flight.retain(|_, until| *until > clock);
+                let key = rec.key;
+                let in_flight = &self.in_flight;
+                let due = outbox::due(&self.conn, &rec, now, limit, |seq| {
+                    in_flight.contains_key(&(key, seq))
+                })?;
+                let until = clock + lease;
+                Ok(Reply::Due(
+                    due.into_iter()
+                        .map(|(seq, d)| {
+                            self.in_flight.insert((key, seq), until);
+                            d
+                        })
+                        .collect(),
+                ))
+            }
+            Command::RecordAttempts {
+                integration,
+                results,
+            } => {
+                let org = integration.organization_id.clone();
+                let Ok((_, rec)) = self.integration(cmd, &org, &integration.id) else {
+                    return Ok(Reply::Done);
+                };
+                let (gone, recorded) =
+                    fatal(outbox::record_attempts(&self.conn, &rec, &results, now))?;
+                if gone && rec.integration.enabled {
+                    let mut disabled = rec.integration.clone();
+                    disabled.enabled = false;
+                    disabled.disabled_reason = Some("the destination answered 410 Gone".to_owned());
+                    disabled.updated_at = now;
+                    fatal(outbox::update(&self.conn, rec.key, &disabled, None))?;
+                    group.integrations_changed = true;
+                }
+                // Released once recorded (the rows say what comes next).
+                for seq in recorded {
+                    self.in_flight.remove(&(rec.key, seq));
+                }
+                Ok(Reply::Done)
+            }
+            Command::PruneDeliveries { before } => {
+                let n = fatal(outbox::prune(&self.conn, before))?;
+                Ok(Reply::Deleted(n))
+            }
             Command::CreateApiKey(key) => {
                 let org_key = self.org_key(cmd, &key.organization_id)?;
                 self.conn
@@ -848,6 +1132,24 @@ impl Writer {
         }
 
         // Phase 2: effects.
+        let mask = self.announced(org_key, cmd.announce);
+        // Users as they were, for the announcements (None: created by this request).
+        let mut before: Vec<(i64, Option<UserRecord>)> = Vec::new();
+        if mask & USER_CHANGES != 0 {
+            let created: HashSet<i64> = cmd.created.iter().map(|e| e.key).collect();
+            for plan in &plans {
+                if let Plan::New { key, .. } = plan
+                    && !before.iter().any(|(k, _)| k == key)
+                {
+                    let old = if created.contains(key) {
+                        None
+                    } else {
+                        Some(fatal(self.entry(org, *key))?.record.clone())
+                    };
+                    before.push((*key, old));
+                }
+            }
+        }
         let mut bumped = HashSet::new();
         for key in cmd
             .created
@@ -903,6 +1205,7 @@ impl Writer {
         }
         drop(insert);
         let mut made = Vec::with_capacity(new_events.len());
+        let mut made_keys = Vec::with_capacity(new_events.len());
         for (key, seq, id, created_at, input) in new_events {
             let input = *input;
             let confirmed = input.status == EventStatus::Confirmed;
@@ -923,6 +1226,7 @@ impl Writer {
                 self.changed(group, key, now, &mut bumped);
             }
             group.touched.insert(key);
+            made_keys.push(key);
             made.push(ConsentEvent {
                 id,
                 organization_id: org.clone(),
@@ -935,6 +1239,9 @@ impl Writer {
                 body,
             });
         }
+        if mask != 0 {
+            fatal(self.announce_appended(mask, org_key, &made, &made_keys, before, now))?;
+        }
         let mut made = made.into_iter().map(Some).collect::<Vec<_>>();
         Ok(out
             .into_iter()
@@ -943,6 +1250,95 @@ impl Writer {
                 Err(i) => made[i].take().expect("each new event is answered once"),
             })
             .collect())
+    }
+
+    /// Announces appended events, and the change of each user they touched (phase 2).
+    fn announce_appended(
+        &self,
+        mask: u8,
+        org_key: i64,
+        made: &[ConsentEvent],
+        keys: &[i64],
+        before: Vec<(i64, Option<UserRecord>)>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        for (event, key) in made.iter().zip(keys) {
+            self.announce(
+                mask,
+                org_key,
+                *key,
+                now,
+                || Change::event_created(event),
+                ChangeKind::EventCreated,
+            )?;
+        }
+        for (key, old) in before {
+            let Some(entry) = self.cache.get(key) else {
+                continue;
+            };
+            if old
+                .as_ref()
+                .is_some_and(|o| o.version == entry.record.version)
+            {
+                continue;
+            }
+            let source = made
+                .iter()
+                .zip(keys)
+                .rev()
+                .find(|(_, k)| **k == key)
+                .map(|(e, _)| e);
+            let kind = if old.is_some() {
+                ChangeKind::UserUpdated
+            } else {
+                ChangeKind::UserCreated
+            };
+            self.announce(
+                mask,
+                org_key,
+                key,
+                now,
+                || Change::user_changed(old.as_ref(), &entry.record, source),
+                kind,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Announces that user `key` changed from `old` because of `source` (phase 2).
+    fn announce_user(
+        &self,
+        mask: u8,
+        org_key: i64,
+        key: i64,
+        old: Option<UserRecord>,
+        source: Option<&ConsentEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (Some(old), Some(entry)) = (old, self.cache.get(key)) else {
+            return Ok(());
+        };
+        self.announce(
+            mask,
+            org_key,
+            key,
+            now,
+            || Change::user_changed(Some(&old), &entry.record, source),
+            ChangeKind::UserUpdated,
+        )
+    }
+
+    /// The user as it is, when its changes are announced.
+    fn old_user(
+        &mut self,
+        mask: u8,
+        org: &OrganizationId,
+        key: i64,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        if mask & USER_CHANGES == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.entry(org, key)?.record.clone()))
     }
 
     /// Finds or creates the user of an event (phase 1: may refuse).
@@ -1045,10 +1441,21 @@ impl Writer {
         let org_key = self.org_key(cmd, org)?;
         let row = read::event_by_id(&self.conn, org, org_key, id)?
             .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
-        let mut event = row.event;
+        let mask = self.announced(org_key, cmd.announce);
+        let old_user = fatal(self.old_user(mask, org, row.user_key))?;
+        let mut event = row.event.clone();
         patch.apply_to(&mut event, now);
         fatal(self.patch_event_row(&event, now))?;
         fatal(self.recompute(group, org, row.user_key, now))?;
+        fatal(self.announce(
+            mask,
+            org_key,
+            row.user_key,
+            now,
+            || Change::event_updated(&row.event, &event),
+            ChangeKind::EventUpdated,
+        ))?;
+        fatal(self.announce_user(mask, org_key, row.user_key, old_user, Some(&event), now))?;
         Ok(event)
     }
 
@@ -1070,9 +1477,13 @@ impl Writer {
         group: &mut Group,
         org: &OrganizationId,
         user_key: i64,
-        seqs: &[i64],
+        doomed: &[ConsentEvent],
         now: Timestamp,
+        mask: u8,
     ) -> Result<(), StoreError> {
+        let seqs: Vec<i64> = doomed.iter().map(|e| e.seq).collect();
+        let seqs = &seqs[..];
+        let old_user = self.old_user(mask, org, user_key)?;
         let org_key = self.entry(org, user_key)?.org_key;
         {
             let mut event = self
@@ -1095,7 +1506,18 @@ impl Writer {
         entry.pending.retain(|s| !seqs.contains(s));
         let removed = before - entry.pending.len();
         self.pending_events = self.pending_events.saturating_sub(removed);
-        self.recompute(group, org, user_key, now)
+        self.recompute(group, org, user_key, now)?;
+        for event in doomed {
+            self.announce(
+                mask,
+                org_key,
+                user_key,
+                now,
+                || Change::event_deleted(event),
+                ChangeKind::EventDeleted,
+            )?;
+        }
+        self.announce_user(mask, org_key, user_key, old_user, doomed.last(), now)
     }
 
     /// Refolds a user from the events that remain and writes it through (phase 2).
@@ -1201,7 +1623,16 @@ impl Writer {
         });
         self.changed(group, key, now, &mut HashSet::new());
         fatal(self.write_through(group, key))?;
-        Ok(self.cache.get(key).expect("inserted above").record.clone())
+        let record = self.cache.get(key).expect("inserted above").record.clone();
+        fatal(self.announce(
+            self.announced(org_key, cmd.announce),
+            org_key,
+            key,
+            now,
+            || Change::user_changed(None, &record, None),
+            ChangeKind::UserCreated,
+        ))?;
+        Ok(record)
     }
 
     fn patch_user(
@@ -1268,6 +1699,8 @@ impl Writer {
         };
 
         // Phase 2.
+        let mask = self.announced(org_key, cmd.announce);
+        let old_user = fatal(self.old_user(mask, org, found.key))?;
         let entry = fatal(self.entry(org, found.key))?;
         if let Some(o) = new_ouid {
             entry.record.organization_user_id = Some(o);
@@ -1280,6 +1713,7 @@ impl Writer {
         );
         self.changed(group, found.key, now, &mut HashSet::new());
         fatal(self.write_through(group, found.key))?;
+        fatal(self.announce_user(mask, org_key, found.key, old_user, None, now))?;
         Ok(self.cache.get(found.key).expect("held").record.clone())
     }
 
@@ -1289,6 +1723,7 @@ impl Writer {
         cmd: &mut Cmd,
         org: &OrganizationId,
         user: &UserSelector,
+        now: Timestamp,
     ) -> Result<UserRecord, Fail> {
         let org_key = self.org_key(cmd, org)?;
         let found = self
@@ -1315,6 +1750,14 @@ impl Writer {
         self.cache.remove(found.key);
         group.touched.remove(&found.key);
         group.deleted.push(found.key);
+        fatal(self.announce(
+            self.announced(org_key, cmd.announce),
+            org_key,
+            found.key,
+            now,
+            || Change::user_deleted(&record),
+            ChangeKind::UserDeleted,
+        ))?;
         Ok(record)
     }
 

@@ -1,0 +1,513 @@
+//! Integrations, the outbox and deliveries on SQLite: the SQL, for the writer and the readers.
+
+use super::read::db;
+use crate::StoreError;
+use crate::integrations::{
+    AttemptResult, DeliveriesQuery, DueDelivery, Outcome, attempts_bytes, attempts_from,
+    integration_from_row, integration_row, push_attempt,
+};
+use assent_model::integration::{
+    Change, ChangeKind, Delivery, DeliveryStatus, Integration, kinds_mask,
+};
+use assent_model::query::Page;
+use assent_model::{OrganizationId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::HashMap;
+
+const COLUMNS: &str =
+    "integration_key, id, type_id, enabled, config, cursor, created_at, updated_at";
+
+/// An integration with the keys of its row.
+pub struct IntegrationRecord {
+    /// Row key.
+    pub key: i64,
+    /// The last outbox change it has taken.
+    pub cursor: i64,
+    /// The integration.
+    pub integration: Integration,
+}
+
+fn record(row: &Row<'_>, org: &OrganizationId) -> Result<IntegrationRecord, StoreError> {
+    let get = |e: rusqlite::Error| db(e);
+    let config: Vec<u8> = row.get(4).map_err(get)?;
+    let integration = integration_from_row(
+        org,
+        row.get(1).map_err(get)?,
+        &row.get::<_, String>(2).map_err(get)?,
+        row.get::<_, i64>(3).map_err(get)? != 0,
+        &config,
+        row.get(6).map_err(get)?,
+        row.get(7).map_err(get)?,
+    )?;
+    Ok(IntegrationRecord {
+        key: row.get(0).map_err(get)?,
+        cursor: row.get(5).map_err(get)?,
+        integration,
+    })
+}
+
+/// The kinds each organization's enabled integrations want, by organization key.
+pub fn subscriptions(conn: &Connection) -> Result<HashMap<i64, u8>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT i.org_key, o.id, i.id, i.type_id, i.enabled, i.config, i.created_at, i.updated_at
+             FROM integrations i JOIN organizations o ON o.org_key = i.org_key
+             WHERE i.enabled = 1",
+        )
+        .map_err(db)?;
+    let mut rows = stmt.query([]).map_err(db)?;
+    let mut out: HashMap<i64, u8> = HashMap::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        let org = OrganizationId::parse(&row.get::<_, String>(1).map_err(db)?)
+            .map_err(StoreError::Internal)?;
+        let config: Vec<u8> = row.get(5).map_err(db)?;
+        let i = integration_from_row(
+            &org,
+            row.get(2).map_err(db)?,
+            &row.get::<_, String>(3).map_err(db)?,
+            true,
+            &config,
+            row.get(6).map_err(db)?,
+            row.get(7).map_err(db)?,
+        )?;
+        *out.entry(row.get(0).map_err(db)?).or_default() |= kinds_mask(&i.event_types);
+    }
+    Ok(out)
+}
+
+/// The number of the last change ever put in the outbox.
+pub fn last_change(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?
+        .unwrap_or(0))
+}
+
+/// Puts a change in the outbox; returns its number.
+pub fn insert_change(
+    conn: &Connection,
+    org_key: i64,
+    user_key: i64,
+    change: &Change,
+    now: Timestamp,
+) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (org_key, user_key, kind, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            org_key,
+            user_key,
+            change.kind.code(),
+            now.millis(),
+            change.body
+        ])
+    })
+    .map_err(db)?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// One integration of an organization.
+pub fn find(
+    conn: &Connection,
+    org: &OrganizationId,
+    org_key: i64,
+    id: &str,
+) -> Result<Option<IntegrationRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM integrations WHERE org_key = ?1 AND id = ?2"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query(params![org_key, id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some(record(row, org)?)),
+        None => Ok(None),
+    }
+}
+
+/// The integrations of an organization, oldest first.
+pub fn list(
+    conn: &Connection,
+    org: &OrganizationId,
+    org_key: i64,
+) -> Result<Vec<Integration>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM integrations WHERE org_key = ?1 ORDER BY integration_key"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query([org_key]).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(record(row, org)?.integration);
+    }
+    Ok(out)
+}
+
+/// Every enabled integration.
+pub fn active(conn: &Connection) -> Result<Vec<Integration>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT i.integration_key, i.id, i.type_id, i.enabled, i.config, i.cursor,
+                    i.created_at, i.updated_at, o.id
+             FROM integrations i JOIN organizations o ON o.org_key = i.org_key
+             WHERE i.enabled = 1 ORDER BY i.integration_key",
+        )
+        .map_err(db)?;
+    let mut rows = stmt.query([]).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        let org = OrganizationId::parse(&row.get::<_, String>(8).map_err(db)?)
+            .map_err(StoreError::Internal)?;
+        out.push(record(row, &org)?.integration);
+    }
+    Ok(out)
+}
+
+/// Stores a new integration whose cursor is `cursor`.
+pub fn insert(
+    conn: &Connection,
+    org_key: i64,
+    i: &Integration,
+    cursor: i64,
+) -> Result<(), StoreError> {
+    let row = integration_row(i)?;
+    conn.execute(
+        "INSERT INTO integrations (org_key, id, type_id, enabled, config, cursor, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            org_key,
+            i.id,
+            row.type_id,
+            row.enabled,
+            row.config,
+            cursor,
+            i.created_at.millis(),
+            i.updated_at.millis()
+        ],
+    )
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::conflict(format!("integration '{}' already exists", i.id))
+        }
+        _ => db(e),
+    })?;
+    Ok(())
+}
+
+/// Rewrites an integration's row; moves its cursor when `cursor` is given.
+pub fn update(
+    conn: &Connection,
+    key: i64,
+    i: &Integration,
+    cursor: Option<i64>,
+) -> Result<(), StoreError> {
+    let row = integration_row(i)?;
+    conn.execute(
+        "UPDATE integrations SET enabled = ?1, config = ?2, updated_at = ?3,
+                cursor = coalesce(?4, cursor)
+         WHERE integration_key = ?5",
+        params![row.enabled, row.config, i.updated_at.millis(), cursor, key],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Deletes an integration and its deliveries.
+pub fn delete(conn: &Connection, key: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM deliveries WHERE integration_key = ?1", [key])
+        .map_err(db)?;
+    conn.execute("DELETE FROM integrations WHERE integration_key = ?1", [key])
+        .map_err(db)?;
+    Ok(())
+}
+
+/// How many deliveries of an integration wait (queued or retrying).
+fn waiting(conn: &Connection, key: i64) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT count(*) FROM deliveries WHERE integration_key = ?1 AND status < 2")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)))
+        .map_err(db)
+}
+
+/// Moves up to `limit` changes after the integration's cursor into its deliveries (those of
+/// the kinds it wants), and its cursor past them. Does nothing while `limit` deliveries or
+/// more already wait, so that a backlog stays in the compact outbox.
+pub fn fan_in(
+    conn: &Connection,
+    rec: &IntegrationRecord,
+    org_key: i64,
+    limit: usize,
+) -> Result<i64, StoreError> {
+    if waiting(conn, rec.key)? >= limit as i64 {
+        return Ok(rec.cursor);
+    }
+    let mut select = conn
+        .prepare_cached(
+            "SELECT seq, user_key, kind, created_at FROM outbox
+             WHERE org_key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(db)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (integration_key, seq, id, user_key, kind, status, next_at,
+                                     attempts, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, X'5B5D', ?6, ?6)",
+        )
+        .map_err(db)?;
+    let mut rows = select
+        .query(params![org_key, rec.cursor, limit as i64])
+        .map_err(db)?;
+    let mut cursor = rec.cursor;
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        cursor = seq;
+        let kind = ChangeKind::from_code(row.get(2).map_err(db)?);
+        if !kind.is_some_and(|k| rec.integration.wants(k)) {
+            continue;
+        }
+        let created_at: i64 = row.get(3).map_err(db)?;
+        insert
+            .execute(params![
+                rec.key,
+                seq,
+                uuid::Uuid::now_v7().to_string(),
+                row.get::<_, i64>(1).map_err(db)?,
+                row.get::<_, i64>(2).map_err(db)?,
+                created_at
+            ])
+            .map_err(db)?;
+    }
+    if cursor != rec.cursor {
+        conn.prepare_cached("UPDATE integrations SET cursor = ?1 WHERE integration_key = ?2")
+            .and_then(|mut s| s.execute(params![cursor, rec.key]))
+            .map_err(db)?;
+    }
+    Ok(cursor)
+}
+
+/// Deliveries of an integration due at `now`, each the oldest unfinished one of its user,
+/// skipping those `taken` says are in flight; at most `limit`.
+pub fn due(
+    conn: &Connection,
+    rec: &IntegrationRecord,
+    now: Timestamp,
+    limit: usize,
+    taken: impl Fn(i64) -> bool,
+) -> Result<Vec<(i64, DueDelivery)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT d.seq, d.id, d.kind, d.status, d.next_at, d.attempts, d.created_at,
+                    d.updated_at, o.body
+             FROM deliveries d JOIN outbox o ON o.seq = d.seq
+             WHERE d.integration_key = ?1 AND d.status < 2 AND d.next_at <= ?2
+               AND NOT EXISTS (SELECT 1 FROM deliveries e
+                   WHERE e.integration_key = d.integration_key AND e.user_key = d.user_key
+                     AND e.status < 2 AND e.seq < d.seq)
+             ORDER BY d.seq LIMIT ?3",
+        )
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![rec.key, now.millis(), (limit * 2 + 64) as i64])
+        .map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        if taken(seq) {
+            continue;
+        }
+        let delivery = delivery_from(row, &rec.integration.id)?;
+        out.push((
+            seq,
+            DueDelivery {
+                delivery,
+                organization_id: rec.integration.organization_id.clone(),
+                body: row.get(8).map_err(db)?,
+            },
+        ));
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a delivery from columns seq, id, kind, status, next_at, attempts, created_at,
+/// updated_at.
+fn delivery_from(row: &Row<'_>, integration_id: &str) -> Result<Delivery, StoreError> {
+    let status = DeliveryStatus::from_code(row.get(3).map_err(db)?)
+        .ok_or_else(|| StoreError::Internal("delivery status".into()))?;
+    let next_at: i64 = row.get(4).map_err(db)?;
+    let attempts: Vec<u8> = row.get(5).map_err(db)?;
+    Ok(Delivery {
+        id: row.get(1).map_err(db)?,
+        integration_id: integration_id.to_owned(),
+        kind: ChangeKind::from_code(row.get(2).map_err(db)?)
+            .ok_or_else(|| StoreError::Internal("delivery kind".into()))?,
+        status,
+        attempts: attempts_from(&attempts)?,
+        next_attempt_at: matches!(status, DeliveryStatus::Queued | DeliveryStatus::Retrying)
+            .then(|| Timestamp::from_millis(next_at)),
+        created_at: Timestamp::from_millis(row.get(6).map_err(db)?),
+        updated_at: Timestamp::from_millis(row.get(7).map_err(db)?),
+    })
+}
+
+/// Records attempts; returns whether the integration must be disabled (`410 Gone`), and the
+/// change numbers of the deliveries recorded.
+pub fn record_attempts(
+    conn: &Connection,
+    rec: &IntegrationRecord,
+    results: &[AttemptResult],
+    now: Timestamp,
+) -> Result<(bool, Vec<i64>), StoreError> {
+    let mut gone = false;
+    let mut recorded = Vec::with_capacity(results.len());
+    let mut select = conn
+        .prepare_cached(
+            "SELECT seq, attempts FROM deliveries WHERE integration_key = ?1 AND id = ?2",
+        )
+        .map_err(db)?;
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?1, next_at = ?2, attempts = ?3, updated_at = ?4
+             WHERE integration_key = ?5 AND seq = ?6",
+        )
+        .map_err(db)?;
+    for r in results {
+        let Some((seq, attempts)) = select
+            .query_row(params![rec.key, r.delivery_id], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+            .map_err(db)?
+        else {
+            // Deleted meanwhile (with its integration).
+            continue;
+        };
+        let mut attempts = attempts_from(&attempts)?;
+        push_attempt(&mut attempts, r.attempt.clone());
+        let (status, next_at) = match &r.outcome {
+            Outcome::Delivered => (DeliveryStatus::Delivered, 0),
+            Outcome::RetryAt(t) => (DeliveryStatus::Retrying, t.millis()),
+            Outcome::Park => (DeliveryStatus::Parked, 0),
+            Outcome::Gone => {
+                gone = true;
+                (DeliveryStatus::Parked, 0)
+            }
+        };
+        update
+            .execute(params![
+                status.code(),
+                next_at,
+                attempts_bytes(&attempts)?,
+                now.millis(),
+                rec.key,
+                seq
+            ])
+            .map_err(db)?;
+        recorded.push(seq);
+    }
+    Ok((gone, recorded))
+}
+
+/// A page of an integration's deliveries, newest first.
+pub fn list_deliveries(
+    conn: &Connection,
+    rec: &IntegrationRecord,
+    q: &DeliveriesQuery,
+) -> Result<Page<Delivery>, StoreError> {
+    let status = q.status.map(DeliveryStatus::code).unwrap_or(-1);
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM deliveries WHERE integration_key = ?1
+               AND (?2 < 0 OR status = ?2)",
+        )
+        .and_then(|mut s| s.query_row(params![rec.key, status], |r| r.get(0)))
+        .map_err(db)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, id, kind, status, next_at, attempts, created_at, updated_at
+             FROM deliveries WHERE integration_key = ?1 AND (?2 < 0 OR status = ?2)
+             ORDER BY seq DESC LIMIT ?3 OFFSET ?4",
+        )
+        .map_err(db)?;
+    let mut rows = stmt
+        .query(params![rec.key, status, q.limit as i64, q.skip as i64])
+        .map_err(db)?;
+    let mut data = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        data.push(delivery_from(row, &rec.integration.id)?);
+    }
+    Ok(Page {
+        total: total as usize,
+        limit: q.limit,
+        skip: q.skip,
+        data,
+    })
+}
+
+/// One delivery of an integration.
+pub fn find_delivery(
+    conn: &Connection,
+    rec: &IntegrationRecord,
+    id: &str,
+) -> Result<Option<(i64, Delivery)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, id, kind, status, next_at, attempts, created_at, updated_at
+             FROM deliveries WHERE integration_key = ?1 AND id = ?2",
+        )
+        .map_err(db)?;
+    let mut rows = stmt.query(params![rec.key, id]).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => Ok(Some((
+            row.get(0).map_err(db)?,
+            delivery_from(row, &rec.integration.id)?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Makes a delivery due now (a retry asked for by a person).
+pub fn reschedule(
+    conn: &Connection,
+    rec: &IntegrationRecord,
+    seq: i64,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE deliveries SET status = 1, next_at = ?1, updated_at = ?1
+         WHERE integration_key = ?2 AND seq = ?3",
+        params![now.millis(), rec.key, seq],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Forgets delivered deliveries older than `before`, then the changes no integration still
+/// needs; returns how many rows went.
+pub fn prune(conn: &Connection, before: Timestamp) -> Result<u64, StoreError> {
+    let deliveries = conn
+        .execute(
+            "DELETE FROM deliveries WHERE status = 2 AND updated_at < ?1",
+            [before.millis()],
+        )
+        .map_err(db)?;
+    let changes = conn
+        .execute(
+            "DELETE FROM outbox WHERE created_at < ?1
+               AND seq <= coalesce((SELECT min(cursor) FROM integrations i
+                                    WHERE i.org_key = outbox.org_key AND i.enabled = 1),
+                                   9223372036854775807)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = outbox.seq AND d.status <> 2)",
+            [before.millis()],
+        )
+        .map_err(db)?;
+    Ok((deliveries + changes) as u64)
+}
