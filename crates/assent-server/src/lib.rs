@@ -16,7 +16,7 @@ use auth::Sessions;
 use axum::Router;
 use axum::http::{Method, Uri};
 use error::ApiError;
-use routes::{events, ops, sessions, users};
+use routes::{events, integrations, ops, sessions, users};
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,6 +45,14 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::get, events::patch, events::delete))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::patch, users::delete))
+        .routes(routes!(integrations::list, integrations::create))
+        .routes(routes!(
+            integrations::get,
+            integrations::patch,
+            integrations::delete
+        ))
+        .routes(routes!(integrations::deliveries))
+        .routes(routes!(integrations::retry))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

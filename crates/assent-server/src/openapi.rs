@@ -17,6 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "sessions", description = "Exchange an API key for a session token"),
         (name = "consents/events", description = "Consent events: the record of truth"),
         (name = "consents/users", description = "Users and their consent status"),
+        (name = "marketplace/integrations", description = "Webhooks and connectors that receive every change, and their deliveries"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -1,6 +1,9 @@
 //! `assent serve`: open the store, create the first key on an empty store, serve HTTP until a
 //! shutdown signal, then let the store finish its writes.
 
+use assent_delivery::http::HttpConfig;
+use assent_delivery::schedule::RetrySchedule;
+use assent_delivery::worker::{Worker, WorkerConfig};
 use assent_model::OrganizationId;
 use assent_server::keys;
 use assent_store::Store;
@@ -10,6 +13,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -84,6 +88,65 @@ pub struct ServeArgs {
     /// Where the data lives.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// How changes are delivered to integrations.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Settings of the delivery worker (webhooks and connectors).
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    /// Delays before each retry of a failed delivery, comma-separated (`5s,5m,30m,2h,5h,10h,10h`);
+    /// when they run out the delivery is parked. Each delay gets ±10% jitter.
+    #[arg(
+        long,
+        env = "ASSENT_DELIVERY_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub delivery_retry_schedule: RetrySchedule,
+    /// Longest time a delivery request may take, connection included (`15s`).
+    #[arg(long, env = "ASSENT_DELIVERY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Networks that deliveries may reach although they are private, loopback or link-local,
+    /// comma-separated CIDRs (`10.0.0.0/8,127.0.0.1/32`). None by default.
+    #[arg(long, env = "ASSENT_DELIVERY_ALLOW_NETWORKS", value_delimiter = ',')]
+    pub delivery_allow_networks: Vec<ipnet::IpNet>,
+    /// Most requests in flight per integration.
+    #[arg(long, env = "ASSENT_DELIVERY_CONCURRENCY", default_value_t = 32)]
+    pub delivery_concurrency: usize,
+    /// How long delivered deliveries stay in the log (`7days`).
+    #[arg(long, env = "ASSENT_DELIVERY_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub delivery_retention: Duration,
+}
+
+impl Default for DeliveryArgs {
+    fn default() -> Self {
+        DeliveryArgs {
+            delivery_retry_schedule: RetrySchedule::default(),
+            delivery_timeout: Duration::from_secs(15),
+            delivery_allow_networks: Vec::new(),
+            delivery_concurrency: 32,
+            delivery_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl DeliveryArgs {
+    /// The worker's configuration.
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            schedule: self.delivery_retry_schedule.clone(),
+            http: HttpConfig {
+                timeout: self.delivery_timeout,
+                connect_timeout: self.delivery_timeout.min(Duration::from_secs(5)),
+                allowed_networks: self.delivery_allow_networks.clone(),
+                ..HttpConfig::default()
+            },
+            concurrency: self.delivery_concurrency.max(1),
+            retention: self.delivery_retention,
+            ..WorkerConfig::default()
+        }
+    }
 }
 
 /// A server started by [`start`].
@@ -140,6 +203,8 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let worker = Worker::start(store.clone(), args.delivery.worker_config())
+        .map_err(|e| format!("cannot start the delivery worker: {e}"))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -148,6 +213,7 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
             })
             .await
             .map_err(|e| format!("the HTTP server failed: {e}"));
+        worker.stop().await;
         store.shutdown().await;
         served
     });

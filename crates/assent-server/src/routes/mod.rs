@@ -1,6 +1,7 @@
 //! One module per resource; each handler carries its OpenAPI description.
 
 pub mod events;
+pub mod integrations;
 pub mod ops;
 pub mod sessions;
 pub mod users;

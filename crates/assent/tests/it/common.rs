@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use assent::serve::{RunningServer, ServeArgs, StoreArgs, start};
+use assent::serve::{DeliveryArgs, RunningServer, ServeArgs, StoreArgs, start};
 use assent_model::consents::{Consents, Vendors};
 use assent_model::event::{EventBody, EventView};
 use assent_model::status::ConsentsView;
@@ -113,6 +113,16 @@ pub struct TestServer {
     server: Option<RunningServer>,
 }
 
+/// Delivery settings for tests: local receivers allowed, retries within seconds.
+pub fn test_delivery() -> DeliveryArgs {
+    DeliveryArgs {
+        delivery_retry_schedule: "200ms,400ms,800ms".parse().expect("schedule"),
+        delivery_timeout: std::time::Duration::from_secs(2),
+        delivery_allow_networks: vec!["127.0.0.0/8".parse().expect("network")],
+        ..DeliveryArgs::default()
+    }
+}
+
 impl TestServer {
     /// Starts a server on a fresh embedded store.
     pub async fn start() -> TestServer {
@@ -124,10 +134,16 @@ impl TestServer {
     /// Starts a server on a fresh store of `backend`; `None` when that backend is not
     /// configured (the test is then skipped).
     pub async fn start_on(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, test_delivery()).await
+    }
+
+    /// Starts a server on a fresh store of `backend` with these delivery settings.
+    pub async fn start_with(backend: Backend, delivery: DeliveryArgs) -> Option<TestServer> {
         let (dir, store) = fresh_store(backend).await?;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
+            delivery,
         })
         .await
         .expect("server starts");
@@ -373,6 +389,7 @@ impl TestServer {
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
+            delivery: test_delivery(),
         })
         .await
         .expect("server restarts");

@@ -12,6 +12,7 @@ mod errors;
 mod event_routes;
 mod events;
 mod filters;
+mod integrations;
 
 mod multinode;
 mod ops;

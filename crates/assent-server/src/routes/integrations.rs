@@ -1,0 +1,328 @@
+//! `/v1/marketplace/integrations`: where changes are delivered, and the log of deliveries.
+
+use super::{IdPath, OrganizationParam};
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JsonBody, QueryPairs};
+use assent_delivery::signature::WebhookSecret;
+use assent_model::Timestamp;
+use assent_model::integration::{
+    DeliveryStatus, DeliveryView, Integration, IntegrationPatch, IntegrationType, IntegrationView,
+};
+use assent_model::query;
+use assent_store::integrations::DeliveriesQuery;
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A page of integrations.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IntegrationList {
+    /// Integrations, over all pages.
+    pub total: usize,
+    /// Page size.
+    pub limit: usize,
+    /// Integrations skipped.
+    pub skip: usize,
+    /// This page, oldest first.
+    pub data: Vec<IntegrationView>,
+}
+
+/// A page of deliveries.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    /// Deliveries matching, over all pages.
+    pub total: usize,
+    /// Page size.
+    pub limit: usize,
+    /// Deliveries skipped.
+    pub skip: usize,
+    /// This page, newest first.
+    pub data: Vec<DeliveryView>,
+}
+
+/// An integration to create.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::integration"
+)]
+pub struct IntegrationIn {
+    /// A UUID; made when absent.
+    id: Option<String>,
+    /// `webhook-http` (connectors `actito` and `mparticle` are being built).
+    type_id: String,
+    /// A name to recognise it by.
+    name: Option<String>,
+    /// Default true.
+    enabled: Option<bool>,
+    /// Webhooks: optional OAuth client credentials `{url, client_id, client_secret, scope}`.
+    #[schema(value_type = Option<Object>)]
+    authentication: Option<serde_json::Value>,
+    /// Webhooks: `{url}`.
+    #[schema(value_type = Option<Object>)]
+    properties: Option<serde_json::Value>,
+    /// Connector mappings `[{id, value}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    mappings: Option<serde_json::Value>,
+    /// Connectors: create contacts the destination does not know.
+    upsert_mode: Option<bool>,
+    /// The changes it receives (default: all of `event.created|updated|deleted`,
+    /// `user.created|updated|deleted`).
+    event_types: Option<Vec<String>>,
+}
+
+/// Query of the deliveries list.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "documents query parameters; handlers read them as pairs"
+)]
+pub struct DeliveriesParams {
+    /// Only deliveries in this state: `queued`, `retrying`, `delivered` or `parked`.
+    status: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[param(rename = "$limit")]
+    limit: Option<usize>,
+    /// Deliveries to skip.
+    #[param(rename = "$skip")]
+    skip: Option<usize>,
+}
+
+/// The types whose delivery this version performs.
+fn deliverable(t: IntegrationType) -> bool {
+    t == IntegrationType::WebhookHttp
+}
+
+/// Lists the organization's integrations.
+#[utoipa::path(
+    get,
+    path = "/v1/marketplace/integrations",
+    tag = "marketplace/integrations",
+    params(OrganizationParam),
+    responses((status = 200, description = "The integrations", body = IntegrationList)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<IntegrationList>, ApiError> {
+    query::only(&q, &["$limit", "$skip"])?;
+    let (limit, skip) = query::paging(&q)?;
+    let all = state.store.list_integrations(&tenant.org).await?;
+    Ok(Json(IntegrationList {
+        total: all.len(),
+        limit,
+        skip,
+        data: all
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(Integration::view)
+            .collect(),
+    }))
+}
+
+/// Creates an integration. A webhook's signing secret (`whsec_…`) is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/marketplace/integrations",
+    tag = "marketplace/integrations",
+    params(OrganizationParam),
+    request_body = IntegrationIn,
+    responses(
+        (status = 200, description = "The integration, with its signing secret", body = IntegrationView),
+        (status = 400, description = "Invalid configuration", body = ErrorBody),
+        (status = 409, description = "The id is taken", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    QueryPairs(q): QueryPairs,
+    JsonBody(body): JsonBody,
+) -> Result<Json<IntegrationView>, ApiError> {
+    query::only(&q, &[])?;
+    let mut integration = Integration::parse_new(&body, &tenant.org, Timestamp::now())?;
+    if !deliverable(integration.type_id) {
+        return Err(ApiError::bad_field(
+            "type_id",
+            format!(
+                "'{}' integrations are not available in this version of Assent yet; use webhook-http",
+                integration.type_id.as_str()
+            ),
+        ));
+    }
+    let secret =
+        (integration.type_id == IntegrationType::WebhookHttp).then(|| WebhookSecret::generate().1);
+    integration.signing_secret = secret.clone();
+    let stored = state.store.create_integration(integration).await?;
+    let mut view = stored.view();
+    view.secret = secret;
+    Ok(Json(view))
+}
+
+/// One integration.
+#[utoipa::path(
+    get,
+    path = "/v1/marketplace/integrations/{id}",
+    tag = "marketplace/integrations",
+    params(("id" = String, Path, description = "Integration id"), OrganizationParam),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<IntegrationView>, ApiError> {
+    query::only(&q, &[])?;
+    Ok(Json(
+        state.store.get_integration(&tenant.org, &id).await?.view(),
+    ))
+}
+
+/// Changes an integration. Re-enabling it delivers the changes made from then on.
+#[utoipa::path(
+    patch,
+    path = "/v1/marketplace/integrations/{id}",
+    tag = "marketplace/integrations",
+    params(("id" = String, Path, description = "Integration id"), OrganizationParam),
+    request_body = IntegrationIn,
+    responses(
+        (status = 200, description = "The changed integration", body = IntegrationView),
+        (status = 400, description = "Invalid change", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+    JsonBody(body): JsonBody,
+) -> Result<Json<IntegrationView>, ApiError> {
+    query::only(&q, &[])?;
+    let patch = IntegrationPatch::parse(&body)?;
+    Ok(Json(
+        state
+            .store
+            .patch_integration(&tenant.org, &id, patch)
+            .await?
+            .view(),
+    ))
+}
+
+/// Deletes an integration and its deliveries.
+#[utoipa::path(
+    delete,
+    path = "/v1/marketplace/integrations/{id}",
+    tag = "marketplace/integrations",
+    params(("id" = String, Path, description = "Integration id"), OrganizationParam),
+    responses(
+        (status = 200, description = "The deleted integration as it was", body = IntegrationView),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<IntegrationView>, ApiError> {
+    query::only(&q, &[])?;
+    let integration = state.store.get_integration(&tenant.org, &id).await?;
+    state.store.delete_integration(&tenant.org, &id).await?;
+    Ok(Json(integration.view()))
+}
+
+/// The deliveries of an integration, newest first, each with its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/marketplace/integrations/{id}/deliveries",
+    tag = "marketplace/integrations",
+    params(("id" = String, Path, description = "Integration id"), OrganizationParam, DeliveriesParams),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryList),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    IdPath(id): IdPath,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<DeliveryList>, ApiError> {
+    query::only(&q, &["$limit", "$skip", "status"])?;
+    let (limit, skip) = query::paging(&q)?;
+    let status = match query::param(&q, "status") {
+        None => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_field(
+                "status",
+                "must be one of: queued, retrying, delivered, parked",
+            )
+        })?),
+    };
+    let page = state
+        .store
+        .list_deliveries(
+            &tenant.org,
+            &id,
+            &DeliveriesQuery {
+                status,
+                limit,
+                skip,
+            },
+        )
+        .await?;
+    Ok(Json(DeliveryList {
+        total: page.total,
+        limit: page.limit,
+        skip: page.skip,
+        data: page.data.iter().map(|d| d.view()).collect(),
+    }))
+}
+
+/// Schedules a parked (or retrying) delivery for an attempt now.
+#[utoipa::path(
+    post,
+    path = "/v1/marketplace/integrations/{id}/deliveries/{delivery_id}/retry",
+    tag = "marketplace/integrations",
+    params(
+        ("id" = String, Path, description = "Integration id"),
+        ("delivery_id" = String, Path, description = "Delivery id"),
+        OrganizationParam
+    ),
+    responses(
+        (status = 200, description = "The delivery, due now", body = DeliveryView),
+        (status = 404, description = "No such integration or delivery", body = ErrorBody),
+        (status = 409, description = "Already delivered", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path((id, delivery_id)): Path<(String, String)>,
+    QueryPairs(q): QueryPairs,
+) -> Result<Json<DeliveryView>, ApiError> {
+    query::only(&q, &[])?;
+    let delivery = state
+        .store
+        .retry_delivery(&tenant.org, &id, &delivery_id)
+        .await?;
+    Ok(Json(delivery.view()))
+}

@@ -1,0 +1,914 @@
+//! Integrations end to end: configuration routes, signed webhooks to real local receivers,
+//! retries, parking, `410 Gone`, timeouts, ordering per user, and the delivery log.
+
+use crate::common::{
+    Api, Backend, TestServer, assert_bad_field, assert_error, session, test_delivery,
+};
+use crate::process::serve_with;
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a receiver answers.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// 200 at once.
+    Ok,
+    /// Always this status.
+    Status(u16),
+    /// A random half of the requests fail with 500.
+    Flaky,
+    /// 503 with `Retry-After: 2` for the first request, 200 after.
+    RetryAfterOnce,
+    /// Never answers (until the client gives up).
+    Hang,
+    /// 200 after this many milliseconds.
+    Slow(u64),
+}
+
+/// A request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `webhook-id`.
+    pub id: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The raw body.
+    pub raw: Bytes,
+    /// The body as JSON.
+    pub body: Value,
+    /// What the receiver answered.
+    pub answered: u16,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// A local HTTP receiver playing a webhook endpoint.
+#[derive(Clone)]
+pub struct Receiver {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Every request, in arrival order.
+    pub log: Arc<Mutex<Vec<Received>>>,
+    /// How it answers now.
+    pub mode: Arc<Mutex<Mode>>,
+}
+
+impl Receiver {
+    /// Starts a receiver on a free port.
+    pub async fn start(mode: Mode) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, mode)
+    }
+
+    /// Starts a receiver on `addr` (a port that was closed until now).
+    pub async fn start_at(addr: SocketAddr, mode: Mode) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, mode)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, mode: Mode) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let receiver = Receiver {
+            addr,
+            log: Arc::default(),
+            mode: Arc::new(Mutex::new(mode)),
+        };
+        let r = receiver.clone();
+        let app = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+            let r = r.clone();
+            async move { r.answer(headers, body).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    async fn answer(&self, headers: HeaderMap, raw: Bytes) -> Response {
+        let mode = self.mode.lock().unwrap().clone();
+        let first = self.log.lock().unwrap().is_empty();
+        let (status, retry_after) = match mode {
+            Mode::Ok => (200, None),
+            Mode::Status(s) => (s, None),
+            Mode::Flaky => (if rand::random_bool(0.5) { 500 } else { 200 }, None),
+            Mode::RetryAfterOnce if first => (503, Some("2")),
+            Mode::RetryAfterOnce => (200, None),
+            Mode::Slow(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                (200, None)
+            }
+            Mode::Hang => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                (200, None)
+            }
+        };
+        self.log.lock().unwrap().push(Received {
+            id: headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+            headers,
+            raw,
+            answered: status,
+            at: Instant::now(),
+        });
+        let mut response = StatusCode::from_u16(status).unwrap().into_response();
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", s.parse().unwrap());
+        }
+        response
+    }
+
+    /// The URL of its hook.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Requests it acknowledged with a 2xx.
+    pub fn acknowledged(&self) -> Vec<Received> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| (200..300).contains(&r.answered))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `done` holds for the acknowledged requests, or fails after `limit`.
+    pub async fn wait_for(&self, limit: Duration, done: impl Fn(&[Received]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.acknowledged();
+            if done(&got) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "receiver did not get what was expected in {limit:?}; it got {} acknowledged of {} requests: {:?}",
+                got.len(),
+                self.log.lock().unwrap().len(),
+                got.iter()
+                    .map(|r| r.body["type"].clone())
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Creates a webhook integration; returns its id and signing secret.
+async fn webhook(api: &Api, url: &str, extra: Value) -> (String, String) {
+    let mut body = json!({"type_id": "webhook-http", "properties": {"url": url}});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, created) = api.post("/v1/marketplace/integrations", body).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn event_for(user: &str, purpose: &str, enabled: bool) -> Value {
+    json!({
+        "user": {"organization_user_id": user},
+        "consents": {"purposes": [{"id": purpose, "enabled": enabled}]},
+    })
+}
+
+/// The deliveries of an integration as listed by the API.
+async fn deliveries(api: &Api, id: &str, query: &str) -> Value {
+    let (status, page) = api
+        .get(&format!(
+            "/v1/marketplace/integrations/{id}/deliveries?$limit=1000{query}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page
+}
+
+/// Waits until the integration has `n` deliveries in `status`.
+async fn wait_deliveries(api: &Api, id: &str, status: &str, n: usize, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let page = deliveries(api, id, &format!("&status={status}")).await;
+        if page["total"].as_u64().unwrap() as usize >= n {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {n} {status} deliveries in {limit:?}: {}",
+            deliveries(api, id, "").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_carry_didomi_bodies_signed_per_standard_webhooks() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (id, secret) = webhook(&api, &receiver.url(), json!({})).await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+
+    let event = api.event(event_for("alice", "news", true)).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() >= 2)
+        .await;
+    let got = receiver.acknowledged();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["event.created", "user.created"]);
+    assert_eq!(got[0].body["parameters"]["entity"]["id"], event["id"]);
+    let user = &got[1].body["parameters"];
+    assert_eq!(user["new_entity"]["organization_user_id"], "alice");
+    assert_eq!(
+        user["new_entity"]["consents"]["purposes"][0]["enabled"],
+        true
+    );
+    assert_eq!(user["source"]["id"], event["id"]);
+    assert!(user.get("old_entity").is_none(), "{user}");
+
+    // Verified by an implementation we did not write.
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    for r in &got {
+        verifier
+            .verify(&r.raw, &r.headers)
+            .unwrap_or_else(|e| panic!("signature of {} does not verify: {e:?}", r.id));
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+    let other = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    assert!(other.verify(&got[0].raw, &got[0].headers).is_err());
+
+    // A second event for the same user: user.updated with the status before and after.
+    api.event(event_for("alice", "news", false)).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() >= 4)
+        .await;
+    let got = receiver.acknowledged();
+    assert_eq!(got[3].body["type"], "user.updated");
+    let p = &got[3].body["parameters"];
+    assert_eq!(p["old_entity"]["consents"]["purposes"][0]["enabled"], true);
+    assert_eq!(p["new_entity"]["consents"]["purposes"][0]["enabled"], false);
+
+    // The log shows each delivery with its attempt; the secret is never shown again.
+    let page = wait_deliveries(&api, &id, "delivered", 4, Duration::from_secs(5)).await;
+    let first = &page["data"][0];
+    assert_eq!(first["attempts"][0]["response_code"], 200);
+    assert!(first["attempts"][0]["duration_ms"].is_u64());
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    for r in &got {
+        assert!(
+            ids.contains(&r.id.as_str()),
+            "webhook-id {} is a delivery id",
+            r.id
+        );
+    }
+    let (_, shown) = api.get(&format!("/v1/marketplace/integrations/{id}")).await;
+    assert!(shown.get("secret").is_none(), "{shown}");
+}
+
+#[tokio::test]
+async fn every_kind_of_change_is_announced() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    webhook(&api, &receiver.url(), json!({})).await;
+
+    let (status, user) = api
+        .post(
+            "/v1/consents/users",
+            json!({"organization_user_id": "bob", "metadata": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    let event = api.event(event_for("bob", "news", true)).await;
+    let eid = event["id"].as_str().unwrap();
+    let (status, _) = api
+        .patch(
+            &format!("/v1/consents/events/{eid}"),
+            json!({"status": "pending_approval"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.delete(&format!("/v1/consents/events/{eid}")).await;
+    assert!(status.is_success(), "{status}");
+    let (status, _) = api
+        .delete("/v1/consents/users/bob?$by_organization_user_id=true")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let expected = [
+        "user.created",
+        "event.created",
+        "user.updated",
+        "event.updated",
+        "user.updated",
+        "event.deleted",
+        "user.updated",
+        "user.deleted",
+    ];
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() >= expected.len())
+        .await;
+    let got = receiver.acknowledged();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, expected, "one user's changes arrive in order");
+    let updated = &got[3].body["parameters"];
+    assert_eq!(updated["old_entity"]["status"], "confirmed");
+    assert_eq!(updated["new_entity"]["status"], "pending_approval");
+    assert_eq!(got[5].body["parameters"]["entity"]["id"], eid);
+    assert_eq!(
+        got[7].body["parameters"]["old_entity"]["organization_user_id"],
+        "bob"
+    );
+}
+
+#[tokio::test]
+async fn event_types_filter_and_disable_integrations_silences_a_write() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["user.created", "user.updated"]}),
+    )
+    .await;
+    let (status, _) = api
+        .post(
+            "/v1/consents/events?$disable_integrations=true",
+            event_for("quiet", "news", true),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    api.event(event_for("loud", "news", true)).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| !got.is_empty())
+        .await;
+    // Give a wrongly announced change time to arrive.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let got = receiver.acknowledged();
+    assert_eq!(
+        got.len(),
+        1,
+        "{:?}",
+        got.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(got[0].body["type"], "user.created");
+    assert_eq!(
+        got[0].body["parameters"]["new_entity"]["organization_user_id"],
+        "loud"
+    );
+}
+
+#[tokio::test]
+async fn a_flaky_receiver_gets_every_change_once_in_order_per_user() {
+    let mut delivery = test_delivery();
+    delivery.delivery_retry_schedule =
+        "50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms"
+            .parse()
+            .unwrap();
+    let server = TestServer::start_with(Backend::Sqlite, delivery)
+        .await
+        .unwrap();
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Flaky).await;
+    webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for i in 0..30 {
+        let user = format!("u{}", i % 3);
+        let event = api.event(event_for(&user, "news", i % 2 == 0)).await;
+        sent.push((user, event["id"].as_str().unwrap().to_owned()));
+    }
+    receiver
+        .wait_for(Duration::from_secs(30), |got| got.len() >= sent.len())
+        .await;
+    let got = receiver.acknowledged();
+    assert_eq!(got.len(), sent.len(), "each change acknowledged once");
+    assert!(
+        receiver.log.lock().unwrap().len() > sent.len(),
+        "the receiver failed some requests, so some were retried"
+    );
+    for user in ["u0", "u1", "u2"] {
+        let expected: Vec<&str> = sent
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        let arrived: Vec<&str> = got
+            .iter()
+            .filter(|r| r.body["parameters"]["entity"]["user"]["organization_user_id"] == user)
+            .map(|r| r.body["parameters"]["entity"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            arrived, expected,
+            "{user}'s events arrive in the order they were made"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_for_a_while_gets_the_change_when_it_comes_back() {
+    let mut delivery = test_delivery();
+    delivery.delivery_retry_schedule = "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms"
+        .parse()
+        .unwrap();
+    let server = TestServer::start_with(Backend::Sqlite, delivery)
+        .await
+        .unwrap();
+    let api = server.client().await;
+    // A port that nothing listens on, for now.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (id, _) = webhook(
+        &api,
+        &format!("http://{addr}/hook"),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    let event = api.event(event_for("carol", "news", true)).await;
+    let page = wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
+    let d = &page["data"][0];
+    assert!(d["next_attempt_at"].is_string(), "{d}");
+    let error = d["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("connect"), "{error}");
+    assert!(d["attempts"][0].get("response_code").is_none(), "{d}");
+
+    let receiver = Receiver::start_at(addr, Mode::Ok).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| !got.is_empty())
+        .await;
+    assert_eq!(
+        receiver.acknowledged()[0].body["parameters"]["entity"]["id"],
+        event["id"]
+    );
+    let page = wait_deliveries(&api, &id, "delivered", 1, Duration::from_secs(5)).await;
+    assert!(page["data"][0]["attempts"].as_array().unwrap().len() >= 2);
+}
+
+#[tokio::test]
+async fn exhausted_deliveries_are_parked_and_retried_on_request() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Status(500)).await;
+    let (id, _) = webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    api.event(event_for("dave", "news", true)).await;
+    // The test schedule retries three times, then parks.
+    let page = wait_deliveries(&api, &id, "parked", 1, Duration::from_secs(15)).await;
+    let parked = &page["data"][0];
+    let attempts = parked["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 4, "{parked}");
+    assert!(attempts.iter().all(|a| a["response_code"] == 500));
+    assert!(parked.get("next_attempt_at").is_none(), "{parked}");
+    assert_eq!(receiver.log.lock().unwrap().len(), 4);
+
+    *receiver.mode.lock().unwrap() = Mode::Ok;
+    let did = parked["id"].as_str().unwrap();
+    let (status, retried) = api
+        .post(
+            &format!("/v1/marketplace/integrations/{id}/deliveries/{did}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["status"], "retrying");
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() == 1)
+        .await;
+    let page = wait_deliveries(&api, &id, "delivered", 1, Duration::from_secs(5)).await;
+    assert_eq!(page["data"][0]["id"], did);
+    // Delivered: nothing left to retry.
+    let (status, body) = api
+        .post(
+            &format!("/v1/marketplace/integrations/{id}/deliveries/{did}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_error(status, &body, 409, "Conflict");
+    let (status, body) = api
+        .post(
+            &format!("/v1/marketplace/integrations/{id}/deliveries/nope/retry"),
+            json!({}),
+        )
+        .await;
+    assert_error(status, &body, 404, "NotFound");
+}
+
+#[tokio::test]
+async fn gone_disables_the_integration() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Status(410)).await;
+    let (id, _) = webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    api.event(event_for("erin", "news", true)).await;
+    wait_deliveries(&api, &id, "parked", 1, Duration::from_secs(10)).await;
+    let (_, integration) = api.get(&format!("/v1/marketplace/integrations/{id}")).await;
+    assert_eq!(integration["enabled"], false, "{integration}");
+    assert!(
+        integration["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+    // Disabled: later changes are not delivered.
+    api.event(event_for("erin", "news", false)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.log.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::RetryAfterOnce).await;
+    webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    api.event(event_for("fay", "news", true)).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() == 1)
+        .await;
+    let log = receiver.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    let waited = log[1].at - log[0].at;
+    // The schedule says 200 ms; Retry-After says 2 s.
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    assert_eq!(log[0].id, log[1].id, "webhook-id is stable across retries");
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_times_out_and_is_retried() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Hang).await;
+    let (id, _) = webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    api.event(event_for("gus", "news", true)).await;
+    let page = wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
+    let attempt = &page["data"][0]["attempts"][0];
+    assert!(
+        attempt["error"].as_str().unwrap().contains("timed out"),
+        "{attempt}"
+    );
+    let took = attempt["duration_ms"].as_u64().unwrap();
+    assert!(
+        (1_900..5_000).contains(&took),
+        "the 2 s timeout cut it: {took} ms"
+    );
+    // Once it answers again, the change goes through.
+    *receiver.mode.lock().unwrap() = Mode::Ok;
+    receiver
+        .wait_for(Duration::from_secs(15), |got| !got.is_empty())
+        .await;
+}
+
+#[tokio::test]
+async fn private_addresses_are_refused_unless_allowed() {
+    let mut delivery = test_delivery();
+    delivery.delivery_allow_networks.clear();
+    let server = TestServer::start_with(Backend::Sqlite, delivery)
+        .await
+        .unwrap();
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (id, _) = webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    api.event(event_for("hal", "news", true)).await;
+    let page = wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
+    let error = page["data"][0]["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("refused"), "{error}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_add_a_bearer_token() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
+    let t = tokens.clone();
+    let app = Router::new().route(
+        "/token",
+        axum::routing::post(move |body: String| {
+            let t = t.clone();
+            async move {
+                t.lock().unwrap().push(body);
+                axum::Json(
+                    json!({"access_token": "tok-123", "token_type": "Bearer", "expires_in": 3600}),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (id, _) = webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"],
+               "authentication": {"url": token_url, "client_id": "assent", "client_secret": "s3cr3t"}}),
+    )
+    .await;
+    api.event(event_for("ivy", "news", true)).await;
+    api.event(event_for("ivy", "news", false)).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() == 2)
+        .await;
+    for r in receiver.acknowledged() {
+        assert_eq!(r.headers["authorization"], "Bearer tok-123");
+    }
+    let asked = tokens.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "the token is cached");
+    assert!(
+        asked[0].contains("grant_type=client_credentials"),
+        "{}",
+        asked[0]
+    );
+    assert!(asked[0].contains("client_secret=s3cr3t"));
+    let (_, shown) = api.get(&format!("/v1/marketplace/integrations/{id}")).await;
+    assert_eq!(shown["authentication"]["client_id"], "assent");
+    assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
+}
+
+#[tokio::test]
+async fn integrations_are_configured_with_clear_errors() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let (status, body) = api
+        .post("/v1/marketplace/integrations", json!({"type_id": "fax"}))
+        .await;
+    assert_bad_field(status, &body, "type_id");
+    let (status, body) = api
+        .post(
+            "/v1/marketplace/integrations",
+            json!({"type_id": "webhook-http"}),
+        )
+        .await;
+    assert_bad_field(status, &body, "properties.url");
+    let (status, body) = api
+        .post(
+            "/v1/marketplace/integrations",
+            json!({"type_id": "webhook-http", "properties": {"url": "ftp://x"}}),
+        )
+        .await;
+    assert_bad_field(status, &body, "properties.url");
+    let (status, body) = api
+        .post(
+            "/v1/marketplace/integrations",
+            json!({"type_id": "webhook-http", "properties": {"url": "https://example.com"},
+                   "event_types": ["event.created", "event.exploded"]}),
+        )
+        .await;
+    assert_bad_field(status, &body, "event_types[1]");
+    let (status, body) = api
+        .post(
+            "/v1/marketplace/integrations",
+            json!({"type_id": "webhook-http", "properties": {"url": "https://example.com"},
+                   "authentication": {"client_id": "only"}}),
+        )
+        .await;
+    assert_bad_field(status, &body, "authentication.client_secret");
+
+    let (id, _) = webhook(&api, "https://example.com/a", json!({"name": "crm"})).await;
+    let (status, list) = api.get("/v1/marketplace/integrations").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["data"][0]["name"], "crm");
+    assert_eq!(list["data"][0]["event_types"].as_array().unwrap().len(), 6);
+    let (status, patched) = api
+        .patch(
+            &format!("/v1/marketplace/integrations/{id}"),
+            json!({"enabled": false, "event_types": ["user.deleted"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["enabled"], false);
+    assert_eq!(patched["event_types"], json!(["user.deleted"]));
+    let (status, body) = api
+        .patch(
+            &format!("/v1/marketplace/integrations/{id}"),
+            json!({"properties": {}}),
+        )
+        .await;
+    assert_bad_field(status, &body, "properties.url");
+    let (status, _) = api
+        .delete(&format!("/v1/marketplace/integrations/{id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api.get(&format!("/v1/marketplace/integrations/{id}")).await;
+    assert_error(status, &body, 404, "NotFound");
+    let (status, body) = api
+        .get(&format!("/v1/marketplace/integrations/{id}/deliveries"))
+        .await;
+    assert_error(status, &body, 404, "NotFound");
+}
+
+#[tokio::test]
+async fn another_organization_sees_no_integration_and_no_delivery() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let other = server.new_org("globex").await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (id, _) = webhook(&api, &receiver.url(), json!({})).await;
+    // The other organization's writes reach none of our integrations.
+    other.event(event_for("zed", "news", true)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(receiver.log.lock().unwrap().is_empty());
+    for path in [
+        format!("/v1/marketplace/integrations/{id}"),
+        format!("/v1/marketplace/integrations/{id}/deliveries"),
+    ] {
+        let (status, body) = other.get(&path).await;
+        assert_error(status, &body, 404, "NotFound");
+    }
+    let (status, body) = other
+        .patch(
+            &format!("/v1/marketplace/integrations/{id}"),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_error(status, &body, 404, "NotFound");
+    let (status, body) = other
+        .delete(&format!("/v1/marketplace/integrations/{id}"))
+        .await;
+    assert_error(status, &body, 404, "NotFound");
+    let (_, list) = other.get("/v1/marketplace/integrations").await;
+    assert_eq!(list["total"], 0);
+    // Our integration still works.
+    api.event(event_for("amy", "news", true)).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| got.len() >= 2)
+        .await;
+}
+
+#[tokio::test]
+async fn deliveries_survive_a_restart() {
+    let server = TestServer::start().await;
+    let api = server.client().await;
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let (id, _) = webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    let event = api.event(event_for("kim", "news", true)).await;
+    wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
+    let server = server.restart().await;
+    *receiver.mode.lock().unwrap() = Mode::Ok;
+    receiver
+        .wait_for(Duration::from_secs(15), |got| !got.is_empty())
+        .await;
+    assert_eq!(
+        receiver.acknowledged()[0].body["parameters"]["entity"]["id"],
+        event["id"]
+    );
+    drop(server);
+}
+
+/// Starts the real binary on `dir`, delivering to local receivers with quick retries.
+fn serve_delivering(dir: &std::path::Path) -> crate::process::Process {
+    serve_with(&[
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--delivery-allow-networks".as_ref(),
+        "127.0.0.0/8".as_ref(),
+        "--delivery-retry-schedule".as_ref(),
+        "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms".as_ref(),
+    ])
+}
+
+#[tokio::test]
+async fn sigkill_during_deliveries_loses_nothing_and_repeats_at_most_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = serve_delivering(dir.path());
+    let boot = process.bootstrap.clone().expect("bootstrap key");
+    let (key, secret) = (
+        boot["key"].as_str().unwrap().to_owned(),
+        boot["secret"].as_str().unwrap().to_owned(),
+    );
+    let http = reqwest::Client::new();
+    let token = session(&http, &process.base, &key, &secret).await;
+    let api = Api {
+        base: process.base.clone(),
+        org: "default".into(),
+        token: token.clone(),
+        http: http.clone(),
+    };
+    let receiver = Receiver::start(Mode::Slow(20)).await;
+    webhook(
+        &api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+
+    let mut sent = BTreeSet::new();
+    let mut process = Some(process);
+    for round in 0..2 {
+        let p = process.take().unwrap();
+        let api = Api {
+            base: p.base.clone(),
+            org: "default".into(),
+            token: token.clone(),
+            http: http.clone(),
+        };
+        for b in 0..10 {
+            let batch: Vec<Value> = (0..10)
+                .map(|i| {
+                    let id = format!("r{round}-b{b}-e{i}");
+                    sent.insert(id.clone());
+                    json!({"id": id, "user": {"organization_user_id": format!("u{}", i % 5)},
+                           "consents": {"purposes": [{"id": "news", "enabled": i % 2 == 0}]}})
+                })
+                .collect();
+            let (status, body) = api.post("/v1/consents/events", json!(batch)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        // Kill it while deliveries are under way.
+        let before = receiver.acknowledged().len();
+        receiver
+            .wait_for(Duration::from_secs(20), |got| got.len() >= before + 20)
+            .await;
+        p.kill();
+        process = Some(serve_delivering(dir.path()));
+    }
+    let wanted = sent.clone();
+    receiver
+        .wait_for(Duration::from_secs(60), |got| {
+            let ids: BTreeSet<String> = got
+                .iter()
+                .map(|r| {
+                    r.body["parameters"]["entity"]["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            ids == wanted
+        })
+        .await;
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for r in receiver.acknowledged() {
+        *times.entry(r.id.clone()).or_default() += 1;
+    }
+    assert_eq!(times.len(), sent.len(), "one webhook-id per change");
+    let most = times.values().max().copied().unwrap_or(0);
+    assert!(
+        most <= 2,
+        "a change acknowledged before a kill is sent at most once more, not {most} times"
+    );
+    drop(process);
+}
