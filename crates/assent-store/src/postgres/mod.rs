@@ -9,6 +9,7 @@
 //! another node in the meantime, a deadlock) is retried from the start.
 
 mod fold;
+mod outbox;
 mod read;
 mod schema;
 mod write;
@@ -46,6 +47,8 @@ pub struct PostgresConfig {
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgStore {
     pool: Pool,
+    /// What this node knows of the organizations' integrations.
+    subscriptions: outbox::Subscriptions,
     /// Stops this node's folder.
     folder: Option<Arc<AtomicBool>>,
 }
@@ -151,7 +154,11 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        Ok(PgStore { pool, folder: None })
+        Ok(PgStore {
+            pool,
+            subscriptions: outbox::Subscriptions::default(),
+            folder: None,
+        })
     }
 
     /// Applies the migrations and returns the schema version.
@@ -159,6 +166,19 @@ impl PgStore {
         let mut client = self.client().await?;
         schema::migrate(&mut client).await?;
         schema::version(&client).await
+    }
+
+    /// The kinds of change a write for `org` announces.
+    async fn mask(
+        &self,
+        client: &deadpool_postgres::Object,
+        org: &OrganizationId,
+        options: WriteOptions,
+    ) -> Result<u8, StoreError> {
+        if options.disable_integrations {
+            return Ok(0);
+        }
+        self.subscriptions.mask(client, org).await
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -245,10 +265,11 @@ impl Store for PgStore {
         &self,
         org: &OrganizationId,
         events: Vec<EventInput>,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<Vec<ConsentEvent>, StoreError> {
         let mut client = self.client().await?;
-        write::append(&mut client, org, events).await
+        let mask = self.mask(&client, org, options).await?;
+        write::append(&mut client, org, events, mask).await
     }
 
     async fn get_event(
@@ -281,20 +302,22 @@ impl Store for PgStore {
         org: &OrganizationId,
         id: &EventId,
         patch: EventPatch,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<ConsentEvent, StoreError> {
         let mut client = self.client().await?;
-        write::patch_event(&mut client, org, id, &patch).await
+        let mask = self.mask(&client, org, options).await?;
+        write::patch_event(&mut client, org, id, &patch, mask).await
     }
 
     async fn delete_event(
         &self,
         org: &OrganizationId,
         id: &EventId,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        write::delete_events(&mut client, org, write::Doomed::One(id.clone())).await?;
+        let mask = self.mask(&client, org, options).await?;
+        write::delete_events(&mut client, org, write::Doomed::One(id.clone()), mask).await?;
         Ok(())
     }
 
@@ -302,20 +325,22 @@ impl Store for PgStore {
         &self,
         org: &OrganizationId,
         query: EventsQuery,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
-        write::delete_events(&mut client, org, write::Doomed::Matching(query)).await
+        let mask = self.mask(&client, org, options).await?;
+        write::delete_events(&mut client, org, write::Doomed::Matching(query), mask).await
     }
 
     async fn create_user(
         &self,
         org: &OrganizationId,
         user: NewUser,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         let mut client = self.client().await?;
-        write::create_user(&mut client, org, user).await
+        let mask = self.mask(&client, org, options).await?;
+        write::create_user(&mut client, org, user, mask).await
     }
 
     async fn get_user(
@@ -367,100 +392,167 @@ impl Store for PgStore {
         org: &OrganizationId,
         user: &UserSelector,
         patch: UserPatch,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         let mut client = self.client().await?;
-        write::patch_user(&mut client, org, user, &patch).await
+        let mask = self.mask(&client, org, options).await?;
+        write::patch_user(&mut client, org, user, &patch, mask).await
     }
 
     async fn delete_user(
         &self,
         org: &OrganizationId,
         user: &UserSelector,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         let mut client = self.client().await?;
-        write::delete_user(&mut client, org, user).await
+        let mask = self.mask(&client, org, options).await?;
+        write::delete_user(&mut client, org, user, mask).await
     }
 
-    async fn create_integration(&self, _: Integration) -> Result<Integration, StoreError> {
-        Err(integrations_unavailable())
+    async fn create_integration(
+        &self,
+        integration: Integration,
+    ) -> Result<Integration, StoreError> {
+        let client = self.client().await?;
+        outbox::insert(&client, &integration).await?;
+        self.subscriptions.forget(&integration.organization_id);
+        Ok(integration)
     }
 
-    async fn list_integrations(&self, _: &OrganizationId) -> Result<Vec<Integration>, StoreError> {
-        Err(integrations_unavailable())
+    async fn list_integrations(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Vec<Integration>, StoreError> {
+        let client = self.client().await?;
+        outbox::list(&client, org).await
     }
 
     async fn get_integration(
         &self,
-        _: &OrganizationId,
-        _: &str,
+        org: &OrganizationId,
+        id: &str,
     ) -> Result<Integration, StoreError> {
-        Err(integrations_unavailable())
+        let client = self.client().await?;
+        outbox::find(&client, org, id, false)
+            .await?
+            .ok_or_else(|| integration_not_found(id))
     }
 
     async fn patch_integration(
         &self,
-        _: &OrganizationId,
-        _: &str,
-        _: IntegrationPatch,
+        org: &OrganizationId,
+        id: &str,
+        patch: IntegrationPatch,
     ) -> Result<Integration, StoreError> {
-        Err(integrations_unavailable())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let mut integration = outbox::find(&tx, org, id, true)
+            .await?
+            .ok_or_else(|| integration_not_found(id))?;
+        let was_enabled = integration.enabled;
+        integration.apply(patch, Timestamp::now())?;
+        outbox::update(&tx, &integration, integration.enabled && !was_enabled).await?;
+        tx.commit().await.map_err(db)?;
+        self.subscriptions.forget(org);
+        Ok(integration)
     }
 
-    async fn delete_integration(&self, _: &OrganizationId, _: &str) -> Result<(), StoreError> {
-        Err(integrations_unavailable())
+    async fn delete_integration(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        outbox::find(&tx, org, id, true)
+            .await?
+            .ok_or_else(|| integration_not_found(id))?;
+        outbox::delete(&tx, org, id).await?;
+        tx.commit().await.map_err(db)?;
+        self.subscriptions.forget(org);
+        Ok(())
     }
 
     async fn list_deliveries(
         &self,
-        _: &OrganizationId,
-        _: &str,
-        _: &DeliveriesQuery,
+        org: &OrganizationId,
+        integration_id: &str,
+        query: &DeliveriesQuery,
     ) -> Result<Page<Delivery>, StoreError> {
-        Err(integrations_unavailable())
+        let client = self.client().await?;
+        let integration = outbox::find(&client, org, integration_id, false)
+            .await?
+            .ok_or_else(|| integration_not_found(integration_id))?;
+        outbox::list_deliveries(&client, &integration, query).await
     }
 
     async fn retry_delivery(
         &self,
-        _: &OrganizationId,
-        _: &str,
-        _: &str,
+        org: &OrganizationId,
+        integration_id: &str,
+        delivery_id: &str,
     ) -> Result<Delivery, StoreError> {
-        Err(integrations_unavailable())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let integration = outbox::find(&tx, org, integration_id, false)
+            .await?
+            .ok_or_else(|| integration_not_found(integration_id))?;
+        let delivery = outbox::reschedule(&tx, &integration, delivery_id, Timestamp::now()).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(delivery)
     }
 
-    /// None yet: integrations cannot be created on PostgreSQL.
     async fn active_integrations(&self) -> Result<Vec<Integration>, StoreError> {
-        Ok(Vec::new())
+        let client = self.client().await?;
+        outbox::active(&client).await
     }
 
     async fn claim_deliveries(
         &self,
-        _: &Integration,
-        _: Timestamp,
-        _: usize,
-        _: std::time::Duration,
+        integration: &Integration,
+        now: Timestamp,
+        limit: usize,
+        lease: std::time::Duration,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        Ok(Vec::new())
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        outbox::fan_in(&tx, integration, limit.max(256)).await?;
+        tx.commit().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let due = outbox::claim(&tx, integration, now, limit, lease).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(due)
     }
 
     async fn record_attempts(
         &self,
-        _: &Integration,
-        _: Vec<AttemptResult>,
+        integration: &Integration,
+        results: Vec<AttemptResult>,
     ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let now = Timestamp::now();
+        let gone = outbox::record(&tx, integration, &results, now).await?;
+        if gone
+            && let Some(mut current) =
+                outbox::find(&tx, &integration.organization_id, &integration.id, true).await?
+            && current.enabled
+        {
+            current.enabled = false;
+            current.disabled_reason = Some("the destination answered 410 Gone".to_owned());
+            current.updated_at = now;
+            outbox::update(&tx, &current, false).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        if gone {
+            self.subscriptions.forget(&integration.organization_id);
+        }
         Ok(())
     }
 
-    async fn prune_deliveries(&self, _: Timestamp) -> Result<u64, StoreError> {
-        Ok(0)
+    async fn prune_deliveries(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        outbox::prune(&client, before).await
     }
 }
 
-/// Integrations are not stored on PostgreSQL yet (their outbox is being built).
-fn integrations_unavailable() -> StoreError {
-    StoreError::Unavailable(
-        "integrations are not available on the PostgreSQL store yet; use the SQLite store".into(),
-    )
+fn integration_not_found(id: &str) -> StoreError {
+    StoreError::not_found(format!("integration '{id}' not found"))
 }

@@ -12,7 +12,7 @@ use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock that serializes migrations between nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6173_7365_6e74;
@@ -106,7 +106,67 @@ CREATE TABLE assent_copy (
 );
 "#;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+/// Integrations and their outbox. `outbox` holds each change once, keyed by the transaction that
+/// wrote it (`txid`) and an arrival number: a reader that stops below the oldest transaction
+/// still running (`pg_snapshot_xmin`) has seen every change that will ever sort before that
+/// point, so an integration's cursor `(cursor_xid, cursor_seq)` never skips a change committed
+/// late. Each integration moves the changes after its cursor into `deliveries` (numbered by
+/// `ord` in that order; status 0 queued, 1 retrying, 2 delivered, 3 parked), under its row lock
+/// so that one node at a time does it; deliveries are taken for a lease (`lease_until`).
+const V2: &str = r#"
+CREATE TABLE integrations (
+    org_id     text COLLATE "C" NOT NULL,
+    id         text COLLATE "C" NOT NULL,
+    type_id    text COLLATE "C" NOT NULL,
+    enabled    boolean NOT NULL,
+    kinds      smallint NOT NULL,
+    config     bytea NOT NULL,
+    cursor_xid xid8 NOT NULL,
+    cursor_seq bigint NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+
+CREATE SEQUENCE assent_change_seq;
+CREATE TABLE outbox (
+    org_id     text COLLATE "C" NOT NULL,
+    txid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq        bigint NOT NULL DEFAULT nextval('assent_change_seq'),
+    user_key   bigint NOT NULL,
+    kind       smallint NOT NULL,
+    created_at bigint NOT NULL,
+    body       bytea NOT NULL,
+    PRIMARY KEY (org_id, txid, seq)
+);
+
+CREATE SEQUENCE assent_delivery_ord;
+CREATE TABLE deliveries (
+    org_id         text COLLATE "C" NOT NULL,
+    integration_id text COLLATE "C" NOT NULL,
+    ord            bigint NOT NULL,
+    id             text COLLATE "C" NOT NULL,
+    change_txid    xid8 NOT NULL,
+    change_seq     bigint NOT NULL,
+    user_key       bigint NOT NULL,
+    kind           smallint NOT NULL,
+    status         smallint NOT NULL,
+    next_at        bigint NOT NULL,
+    lease_until    bigint NOT NULL DEFAULT 0,
+    attempts       bytea NOT NULL,
+    created_at     bigint NOT NULL,
+    updated_at     bigint NOT NULL,
+    PRIMARY KEY (org_id, integration_id, ord)
+);
+CREATE UNIQUE INDEX deliveries_by_id ON deliveries (org_id, integration_id, id);
+CREATE INDEX deliveries_open ON deliveries (org_id, integration_id, ord) WHERE status < 2;
+CREATE INDEX deliveries_open_by_user ON deliveries (org_id, integration_id, user_key, ord)
+    WHERE status < 2;
+CREATE INDEX deliveries_unfinished_by_change ON deliveries (org_id, change_txid, change_seq)
+    WHERE status <> 2;
+"#;
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// Brings the schema to [`SCHEMA_VERSION`] under an advisory lock (many nodes may start at
 /// once), or explains why it cannot.

@@ -2,9 +2,11 @@
 //! node (a user or an event id created concurrently, a deadlock, a serialization failure).
 
 use super::db;
+use super::outbox::{USER_CHANGES, announce};
 use super::read::{self, PgUser};
 use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
+use assent_model::integration::Change;
 use assent_model::query::EventsQuery;
 use assent_model::user::{
     Found, NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve,
@@ -253,9 +255,11 @@ pub async fn append(
     client: &mut Object,
     org: &OrganizationId,
     events: Vec<EventInput>,
+    mask: u8,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
     let now = Timestamp::now();
-    let (stored, written) = transaction!(client, |tx| append_tx(&tx, org, &events, now).await)?;
+    let (stored, written) =
+        transaction!(client, |tx| append_tx(&tx, org, &events, now, mask).await)?;
     metrics::counter!("assent_events_written_total").increment(written);
     Ok(stored)
 }
@@ -266,6 +270,7 @@ async fn append_tx(
     org: &OrganizationId,
     events: &[EventInput],
     now: Timestamp,
+    mask: u8,
 ) -> Result<(Vec<ConsentEvent>, u64), TxError> {
     // Before anything is read: an erasure that committed before this point is seen by every
     // read below, and one that has not started waits until this request commits.
@@ -461,6 +466,26 @@ async fn append_tx(
         .iter()
         .map(|e| e.created_at.unwrap_or(now).millis())
         .collect();
+    let mut user_ids: HashMap<i64, String> = by_id
+        .values()
+        .map(|f| (real.get(&f.key).copied().unwrap_or(f.key), f.id.clone()))
+        .collect();
+    user_ids.extend(adopted.clone());
+    let made: Vec<ConsentEvent> = fresh
+        .iter()
+        .enumerate()
+        .map(|(i, input)| ConsentEvent {
+            id: ids[i].clone(),
+            organization_id: org.clone(),
+            user_id: user_ids[&keys[i]].clone(),
+            created_at: Timestamp::from_millis(created_at[i]),
+            updated_at: now,
+            status: input.status,
+            regulation: input.regulation.clone(),
+            seq: seqs[i],
+            body: Arc::new(input.body.clone()),
+        })
+        .collect();
     if !fresh.is_empty() {
         let id_text: Vec<&str> = ids.iter().map(EventId::as_str).collect();
         let statuses: Vec<i16> = fresh
@@ -504,6 +529,32 @@ async fn append_tx(
             .copied()
             .chain(attached.keys().copied())
             .collect();
+        if mask & USER_CHANGES != 0 {
+            // Announced: the users' statuses before and after are needed, so fold now, under
+            // the users' locks, instead of leaving it to the folder.
+            let created: std::collections::HashSet<i64> = real
+                .values()
+                .copied()
+                .filter(|k| !adopted.contains_key(k))
+                .collect();
+            let announced = fold_announced(tx, org, &made, &keys, &moved, &created, now).await?;
+            let mut changes: Vec<(i64, Change)> = made
+                .iter()
+                .zip(&keys)
+                .map(|(e, k)| (*k, Change::event_created(e)))
+                .collect();
+            changes.extend(announced);
+            announce(tx, org, mask, &changes, now).await?;
+            return Ok((answer_of(events, &stored, made), fresh.len() as u64));
+        }
+        if mask != 0 {
+            let changes: Vec<(i64, Change)> = made
+                .iter()
+                .zip(&keys)
+                .map(|(e, k)| (*k, Change::event_created(e)))
+                .collect();
+            announce(tx, org, mask, &changes, now).await?;
+        }
         let mut fold_keys = Vec::new();
         let mut fold_seqs = Vec::new();
         let mut fold_bumps: Vec<i16> = Vec::new();
@@ -526,33 +577,83 @@ async fn append_tx(
         }
     }
 
-    // The answer, in input order.
-    let mut user_ids: HashMap<i64, String> = by_id
-        .values()
-        .map(|f| (real.get(&f.key).copied().unwrap_or(f.key), f.id.clone()))
-        .collect();
-    user_ids.extend(adopted);
-    let mut new_events = fresh.iter().enumerate().map(|(i, input)| ConsentEvent {
-        id: ids[i].clone(),
-        organization_id: org.clone(),
-        user_id: user_ids[&keys[i]].clone(),
-        created_at: Timestamp::from_millis(created_at[i]),
-        updated_at: now,
-        status: input.status,
-        regulation: input.regulation.clone(),
-        seq: seqs[i],
-        body: Arc::new(input.body.clone()),
-    });
-    let answer: Vec<ConsentEvent> = events
+    Ok((answer_of(events, &stored, made), fresh.len() as u64))
+}
+
+/// The answer of an append, in input order: stored events for replays, new ones otherwise.
+fn answer_of(
+    events: &[EventInput],
+    stored: &HashMap<String, ConsentEvent>,
+    made: Vec<ConsentEvent>,
+) -> Vec<ConsentEvent> {
+    let mut made = made.into_iter();
+    events
         .iter()
         .map(
             |input| match input.id.as_ref().and_then(|id| stored.get(id.as_str())) {
                 Some(existing) => existing.clone(),
-                None => new_events.next().expect("one new event per fresh input"),
+                None => made.next().expect("one new event per fresh input"),
             },
         )
-        .collect();
-    Ok((answer, fresh.len() as u64))
+        .collect()
+}
+
+/// Folds an announced append into its users under their locks (their pending folds too), and
+/// returns the users' changes: created, or updated with the status before and after.
+async fn fold_announced(
+    tx: &Transaction<'_>,
+    org: &OrganizationId,
+    made: &[ConsentEvent],
+    keys: &[i64],
+    moved: &std::collections::HashSet<i64>,
+    created: &std::collections::HashSet<i64>,
+    now: Timestamp,
+) -> Result<Vec<(i64, Change)>, TxError> {
+    let mut users = retry(read::lock_users(tx, org, keys).await)?;
+    let mut before = Vec::with_capacity(users.len());
+    for user in &mut users {
+        absorb_pending(tx, user).await?;
+        before.push((!created.contains(&user.key)).then(|| user.record.clone()));
+    }
+    let index: HashMap<i64, usize> = users.iter().enumerate().map(|(i, u)| (u.key, i)).collect();
+    let mut confirmed_for: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    for (event, key) in made.iter().zip(keys) {
+        if event.status != EventStatus::Confirmed {
+            continue;
+        }
+        let user = &mut users[*index.get(key).ok_or(TxError::Retry)?];
+        user.record
+            .state
+            .apply(&event.regulation, &event.body, event.stamp());
+        confirmed_for.insert(*key);
+    }
+    for user in &mut users {
+        if confirmed_for.contains(&user.key) && !moved.contains(&user.key) {
+            user.record.version += 1;
+        }
+        if confirmed_for.contains(&user.key) {
+            user.record.updated_at = now;
+        }
+    }
+    let refs: Vec<&PgUser> = users.iter().collect();
+    write_users(tx, &refs).await?;
+    let mut changes = Vec::new();
+    for (user, old) in users.iter().zip(before) {
+        if old.is_some() && !confirmed_for.contains(&user.key) && !moved.contains(&user.key) {
+            continue;
+        }
+        let source = made
+            .iter()
+            .zip(keys)
+            .rev()
+            .find(|(_, k)| **k == user.key)
+            .map(|(e, _)| e);
+        changes.push((
+            user.key,
+            Change::user_changed(old.as_ref(), &user.record, source),
+        ));
+    }
+    Ok(changes)
 }
 
 /// A user an append creates, under a placeholder key until its row exists.
@@ -613,6 +714,20 @@ async fn refold(tx: &Transaction<'_>, user: &mut PgUser, now: Timestamp) -> Resu
     write_users(tx, &[user]).await
 }
 
+/// The user as it is before a change, when user changes are announced: its pending folds are
+/// folded in first, so that "before" is the status readers see.
+async fn user_before(
+    tx: &Transaction<'_>,
+    user: &mut PgUser,
+    mask: u8,
+) -> Result<Option<UserRecord>, TxError> {
+    if mask & USER_CHANGES == 0 {
+        return Ok(None);
+    }
+    absorb_pending(tx, user).await?;
+    Ok(Some(user.record.clone()))
+}
+
 async fn lock_user_by_key(
     tx: &Transaction<'_>,
     org: &OrganizationId,
@@ -627,6 +742,7 @@ pub async fn patch_event(
     org: &OrganizationId,
     id: &EventId,
     patch: &EventPatch,
+    mask: u8,
 ) -> Result<ConsentEvent, StoreError> {
     let now = Timestamp::now();
     transaction!(client, |tx| {
@@ -641,6 +757,8 @@ pub async fn patch_event(
             // Read again under the user's lock: the event may have changed meanwhile.
             let (mut event, _) =
                 retry(read::event_by_id(&tx, org, id).await)?.ok_or_else(not_found)?;
+            let old_event = event.clone();
+            let old_user = user_before(&tx, &mut user, mask).await?;
             patch.apply_to(&mut event, now);
             let body = serde_json::to_vec(&*event.body)
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -652,6 +770,14 @@ pub async fn patch_event(
             )
             .await?;
             refold(&tx, &mut user, now).await?;
+            let mut changes = vec![(user.key, Change::event_updated(&old_event, &event))];
+            if let Some(old) = old_user {
+                changes.push((
+                    user.key,
+                    Change::user_changed(Some(&old), &user.record, Some(&event)),
+                ));
+            }
+            announce(&tx, org, mask, &changes, now).await?;
             Ok(event)
         }
         .await
@@ -671,6 +797,7 @@ pub async fn delete_events(
     client: &mut Object,
     org: &OrganizationId,
     doomed: Doomed,
+    mask: u8,
 ) -> Result<u64, StoreError> {
     let now = Timestamp::now();
     transaction!(client, |tx| {
@@ -693,14 +820,14 @@ pub async fn delete_events(
                 }
             };
             let events = retry(read::user_events(&tx, org, user.key, &user.record.id).await)?;
-            let seqs: Vec<i64> = events
+            let deleted: Vec<&ConsentEvent> = events
                 .iter()
                 .filter(|e| match &doomed {
                     Doomed::One(id) => e.id == *id,
                     Doomed::Matching(query) => query.selects(e),
                 })
-                .map(|e| e.seq)
                 .collect();
+            let seqs: Vec<i64> = deleted.iter().map(|e| e.seq).collect();
             if seqs.is_empty() {
                 return match &doomed {
                     Doomed::One(id) => Err(TxError::Fail(StoreError::not_found(format!(
@@ -709,12 +836,24 @@ pub async fn delete_events(
                     Doomed::Matching(_) => Ok(0),
                 };
             }
+            let old_user = user_before(&tx, &mut user, mask).await?;
             tx.execute(
                 "DELETE FROM events WHERE org_id = $1 AND user_key = $2 AND seq = ANY($3)",
                 &[&org.as_str(), &user.key, &seqs],
             )
             .await?;
             refold(&tx, &mut user, now).await?;
+            let mut changes: Vec<(i64, Change)> = deleted
+                .iter()
+                .map(|e| (user.key, Change::event_deleted(e)))
+                .collect();
+            if let Some(old) = old_user {
+                changes.push((
+                    user.key,
+                    Change::user_changed(Some(&old), &user.record, deleted.last().copied()),
+                ));
+            }
+            announce(&tx, org, mask, &changes, now).await?;
             Ok(seqs.len() as u64)
         }
         .await
@@ -750,6 +889,7 @@ pub async fn create_user(
     client: &mut Object,
     org: &OrganizationId,
     user: NewUser,
+    mask: u8,
 ) -> Result<UserRecord, StoreError> {
     let now = Timestamp::now();
     let id = user
@@ -788,8 +928,7 @@ pub async fn create_user(
                 )
                 .await?
                 .get(0);
-            let _ = key;
-            Ok(UserRecord {
+            let record = UserRecord {
                 id: id.clone(),
                 organization_id: org.clone(),
                 organization_user_id: user.organization_user_id.clone(),
@@ -797,7 +936,16 @@ pub async fn create_user(
                 created_at: now,
                 updated_at: now,
                 state,
-            })
+            };
+            announce(
+                &tx,
+                org,
+                mask,
+                &[(key, Change::user_changed(None, &record, None))],
+                now,
+            )
+            .await?;
+            Ok(record)
         }
         .await
     })
@@ -809,6 +957,7 @@ pub async fn patch_user(
     org: &OrganizationId,
     selector: &UserSelector,
     patch: &UserPatch,
+    mask: u8,
 ) -> Result<UserRecord, StoreError> {
     let now = Timestamp::now();
     transaction!(client, |tx| {
@@ -816,6 +965,7 @@ pub async fn patch_user(
             let mut user = retry(read::user(&tx, org, selector, true).await)?
                 .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
             absorb_pending(&tx, &mut user).await?;
+            let old = user.record.clone();
             if let Some(v) = patch.version
                 && v != user.record.version
             {
@@ -851,6 +1001,8 @@ pub async fn patch_user(
             user.record.version += 1;
             user.record.updated_at = now;
             write_users(&tx, &[&user]).await?;
+            let change = Change::user_changed(Some(&old), &user.record, None);
+            announce(&tx, org, mask, &[(user.key, change)], now).await?;
             Ok(user.record)
         }
         .await
@@ -885,7 +1037,9 @@ pub async fn delete_user(
     client: &mut Object,
     org: &OrganizationId,
     selector: &UserSelector,
+    mask: u8,
 ) -> Result<UserRecord, StoreError> {
+    let now = Timestamp::now();
     transaction!(client, |tx| {
         async {
             // Appends under way finish first; the reads below see their events.
@@ -903,6 +1057,8 @@ pub async fn delete_user(
                 &[&org.as_str(), &user.key],
             )
             .await?;
+            let change = Change::user_deleted(&user.record);
+            announce(&tx, org, mask, &[(user.key, change)], now).await?;
             Ok(user.record)
         }
         .await

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -215,9 +216,14 @@ async fn wait_deliveries(api: &Api, id: &str, status: &str, n: usize, limit: Dur
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn webhooks_carry_didomi_bodies_signed_per_standard_webhooks() {
-    let server = TestServer::start().await;
+async fn webhooks_carry_didomi_bodies_signed_per_standard_webhooks(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Ok).await;
     let (id, secret) = webhook(&api, &receiver.url(), json!({})).await;
@@ -287,9 +293,14 @@ async fn webhooks_carry_didomi_bodies_signed_per_standard_webhooks() {
     assert!(shown.get("secret").is_none(), "{shown}");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_kind_of_change_is_announced() {
-    let server = TestServer::start().await;
+async fn every_kind_of_change_is_announced(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Ok).await;
     webhook(&api, &receiver.url(), json!({})).await;
@@ -346,9 +357,14 @@ async fn every_kind_of_change_is_announced() {
     );
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn event_types_filter_and_disable_integrations_silences_a_write() {
-    let server = TestServer::start().await;
+async fn event_types_filter_and_disable_integrations_silences_a_write(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Ok).await;
     webhook(
@@ -384,16 +400,19 @@ async fn event_types_filter_and_disable_integrations_silences_a_write() {
     );
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_flaky_receiver_gets_every_change_once_in_order_per_user() {
+async fn a_flaky_receiver_gets_every_change_once_in_order_per_user(#[case] backend: Backend) {
     let mut delivery = test_delivery();
     delivery.delivery_retry_schedule =
         "50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms"
             .parse()
             .unwrap();
-    let server = TestServer::start_with(Backend::Sqlite, delivery)
-        .await
-        .unwrap();
+    let Some(server) = TestServer::start_with(backend, delivery).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Flaky).await;
     webhook(
@@ -435,15 +454,20 @@ async fn a_flaky_receiver_gets_every_change_once_in_order_per_user() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_receiver_that_is_down_for_a_while_gets_the_change_when_it_comes_back() {
+async fn a_receiver_that_is_down_for_a_while_gets_the_change_when_it_comes_back(
+    #[case] backend: Backend,
+) {
     let mut delivery = test_delivery();
     delivery.delivery_retry_schedule = "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms"
         .parse()
         .unwrap();
-    let server = TestServer::start_with(Backend::Sqlite, delivery)
-        .await
-        .unwrap();
+    let Some(server) = TestServer::start_with(backend, delivery).await else {
+        return;
+    };
     let api = server.client().await;
     // A port that nothing listens on, for now.
     let addr = {
@@ -476,9 +500,14 @@ async fn a_receiver_that_is_down_for_a_while_gets_the_change_when_it_comes_back(
     assert!(page["data"][0]["attempts"].as_array().unwrap().len() >= 2);
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn exhausted_deliveries_are_parked_and_retried_on_request() {
-    let server = TestServer::start().await;
+async fn exhausted_deliveries_are_parked_and_retried_on_request(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Status(500)).await;
     let (id, _) = webhook(
@@ -529,9 +558,14 @@ async fn exhausted_deliveries_are_parked_and_retried_on_request() {
     assert_error(status, &body, 404, "NotFound");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn gone_disables_the_integration() {
-    let server = TestServer::start().await;
+async fn gone_disables_the_integration(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Status(410)).await;
     let (id, _) = webhook(
@@ -556,9 +590,14 @@ async fn gone_disables_the_integration() {
     assert_eq!(receiver.log.lock().unwrap().len(), 1);
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn retry_after_is_honoured() {
-    let server = TestServer::start().await;
+async fn retry_after_is_honoured(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::RetryAfterOnce).await;
     webhook(
@@ -579,9 +618,14 @@ async fn retry_after_is_honoured() {
     assert_eq!(log[0].id, log[1].id, "webhook-id is stable across retries");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_hanging_receiver_times_out_and_is_retried() {
-    let server = TestServer::start().await;
+async fn a_hanging_receiver_times_out_and_is_retried(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Hang).await;
     let (id, _) = webhook(
@@ -609,13 +653,16 @@ async fn a_hanging_receiver_times_out_and_is_retried() {
         .await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn private_addresses_are_refused_unless_allowed() {
+async fn private_addresses_are_refused_unless_allowed(#[case] backend: Backend) {
     let mut delivery = test_delivery();
     delivery.delivery_allow_networks.clear();
-    let server = TestServer::start_with(Backend::Sqlite, delivery)
-        .await
-        .unwrap();
+    let Some(server) = TestServer::start_with(backend, delivery).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Ok).await;
     let (id, _) = webhook(
@@ -632,9 +679,14 @@ async fn private_addresses_are_refused_unless_allowed() {
     assert!(receiver.log.lock().unwrap().is_empty());
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn oauth_client_credentials_add_a_bearer_token() {
-    let server = TestServer::start().await;
+async fn oauth_client_credentials_add_a_bearer_token(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Ok).await;
     let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -682,9 +734,14 @@ async fn oauth_client_credentials_add_a_bearer_token() {
     assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn integrations_are_configured_with_clear_errors() {
-    let server = TestServer::start().await;
+async fn integrations_are_configured_with_clear_errors(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let (status, body) = api
         .post("/v1/marketplace/integrations", json!({"type_id": "fax"}))
@@ -755,9 +812,14 @@ async fn integrations_are_configured_with_clear_errors() {
     assert_error(status, &body, 404, "NotFound");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn another_organization_sees_no_integration_and_no_delivery() {
-    let server = TestServer::start().await;
+async fn another_organization_sees_no_integration_and_no_delivery(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let other = server.new_org("globex").await;
     let receiver = Receiver::start(Mode::Ok).await;
@@ -793,9 +855,14 @@ async fn another_organization_sees_no_integration_and_no_delivery() {
         .await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn deliveries_survive_a_restart() {
-    let server = TestServer::start().await;
+async fn deliveries_survive_a_restart(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Status(503)).await;
     let (id, _) = webhook(
@@ -911,4 +978,89 @@ async fn sigkill_during_deliveries_loses_nothing_and_repeats_at_most_once() {
         "a change acknowledged before a kill is sent at most once more, not {most} times"
     );
     drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_deliver_each_change_once_in_order_per_user() {
+    let Some((_dir, store)) = crate::common::fresh_store(Backend::Postgres).await else {
+        return;
+    };
+    let url = store.database_url.clone().expect("a PostgreSQL store");
+    let nodes: Vec<crate::process::Process> = (0..3)
+        .map(|_| {
+            serve_with(&[
+                "--database-url".as_ref(),
+                url.as_ref(),
+                "--database-pool-size".as_ref(),
+                "4".as_ref(),
+                "--delivery-allow-networks".as_ref(),
+                "127.0.0.0/8".as_ref(),
+                "--delivery-retry-schedule".as_ref(),
+                "50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms".as_ref(),
+            ])
+        })
+        .collect();
+    let boot = nodes
+        .iter()
+        .find_map(|n| n.bootstrap.clone())
+        .expect("one node made the first key");
+    let http = reqwest::Client::new();
+    let token = session(
+        &http,
+        &nodes[0].base,
+        boot["key"].as_str().unwrap(),
+        boot["secret"].as_str().unwrap(),
+    )
+    .await;
+    let apis: Vec<Api> = nodes
+        .iter()
+        .map(|n| Api {
+            base: n.base.clone(),
+            org: "default".into(),
+            token: token.clone(),
+            http: http.clone(),
+        })
+        .collect();
+    let receiver = Receiver::start(Mode::Flaky).await;
+    webhook(
+        &apis[0],
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await;
+    // Every node must know the integration before the writes (each trusts what it read of an
+    // organization's integrations for one second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for i in 0..60 {
+        let user = format!("u{}", i % 4);
+        let event = apis[i % 3]
+            .event(event_for(&user, "news", i % 2 == 0))
+            .await;
+        sent.push((user, event["id"].as_str().unwrap().to_owned()));
+    }
+    receiver
+        .wait_for(Duration::from_secs(60), |got| got.len() >= sent.len())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.acknowledged();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), sent.len(), "one delivery per change");
+    assert_eq!(got.len(), sent.len(), "no change acknowledged twice");
+    for user in ["u0", "u1", "u2", "u3"] {
+        let expected: Vec<&str> = sent
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        let arrived: Vec<&str> = got
+            .iter()
+            .filter(|r| r.body["parameters"]["entity"]["user"]["organization_user_id"] == user)
+            .map(|r| r.body["parameters"]["entity"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(arrived, expected, "{user}'s events arrive in order");
+    }
+    drop(nodes);
 }
