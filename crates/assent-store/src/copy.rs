@@ -38,6 +38,8 @@ pub struct CopyReport {
     pub users: u64,
     /// Events of the source's organizations in the target.
     pub events: u64,
+    /// Integrations of the source's organizations in the target.
+    pub integrations: u64,
     /// True when the copy continued an interrupted one.
     pub resumed: bool,
 }
@@ -245,6 +247,57 @@ async fn copy(
         });
     }
 
+    // Integrations are few: copied whole, idempotently. They receive the changes made in the
+    // target from now on; deliveries still waiting in the source are not carried over.
+    {
+        let mut stmt = src
+            .prepare(
+                "SELECT org_key, id, type_id, enabled, config, created_at, updated_at
+                 FROM integrations",
+            )
+            .map_err(sqlite)?;
+        type Row = (i64, String, String, bool, Vec<u8>, i64, i64);
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        let tx = client.transaction().await.map_err(db)?;
+        for (org_key, id, type_id, enabled, config, created_at, updated_at) in &rows {
+            let org = assent_model::OrganizationId::parse(&orgs[org_key])
+                .map_err(StoreError::Internal)?;
+            let integration = crate::integrations::integration_from_row(
+                &org,
+                id.clone(),
+                type_id,
+                *enabled,
+                config,
+                *created_at,
+                *updated_at,
+            )?;
+            match crate::postgres::insert_integration(&tx, &integration).await {
+                Ok(()) | Err(StoreError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        progress(Progress {
+            phase: "integrations",
+            done: rows.len() as u64,
+            total: rows.len() as u64,
+        });
+    }
+
     // Users, by key.
     let total_users = count(&src, "users")?;
     let (mut after, mut done) = position("users");
@@ -395,6 +448,7 @@ async fn copy(
         api_keys: counted("SELECT count(*) FROM api_keys WHERE org_id = ANY($1)").await?,
         users: counted("SELECT count(*) FROM users WHERE org_id = ANY($1)").await?,
         events: counted("SELECT count(*) FROM events WHERE org_id = ANY($1)").await?,
+        integrations: counted("SELECT count(*) FROM integrations WHERE org_id = ANY($1)").await?,
         resumed,
     };
     let expected = CopyReport {
@@ -402,6 +456,7 @@ async fn copy(
         api_keys: count(&src, "api_keys")?,
         users: total_users,
         events: total_events,
+        integrations: count(&src, "integrations")?,
         resumed,
     };
     if report != expected {

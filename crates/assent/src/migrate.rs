@@ -105,9 +105,10 @@ async fn copy(from: &str, to: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     println!(
-        "Copied {} organizations, {} API keys, {} users and {} events in {:.1} s{}; counts verified.",
+        "Copied {} organizations, {} API keys, {} integrations, {} users and {} events in {:.1} s{}; counts verified.",
         report.organizations,
         report.api_keys,
+        report.integrations,
         report.users,
         report.events,
         started.elapsed().as_secs_f64(),

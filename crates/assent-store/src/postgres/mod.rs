@@ -553,6 +553,14 @@ impl Store for PgStore {
     }
 }
 
+/// Stores an integration as it is (for copies from another store); a conflict when it exists.
+pub(crate) async fn insert_integration(
+    c: &deadpool_postgres::Transaction<'_>,
+    integration: &Integration,
+) -> Result<(), StoreError> {
+    outbox::insert(c, integration).await
+}
+
 fn integration_not_found(id: &str) -> StoreError {
     StoreError::not_found(format!("integration '{id}' not found"))
 }

@@ -152,6 +152,19 @@ async fn fill_sqlite(dir: &std::path::Path) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::NO_CONTENT);
+    let res = http
+        .post(format!(
+            "{}/v1/marketplace/integrations?organization_id=default",
+            node.base
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"type_id": "webhook-http", "name": "crm",
+                      "properties": {"url": "https://hooks.example.com/consent"},
+                      "event_types": ["user.updated"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
     drop(node);
     let out = assent(&[
         "keys",
@@ -210,7 +223,9 @@ async fn an_embedded_store_is_copied_into_postgres_and_the_copy_resumes() {
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        said.contains("Copied 2 organizations, 2 API keys, 30 users and 119 events"),
+        said.contains(
+            "Copied 2 organizations, 2 API keys, 1 integrations, 30 users and 119 events"
+        ),
         "{said}"
     );
     assert!(
@@ -255,6 +270,23 @@ async fn an_embedded_store_is_copied_into_postgres_and_the_copy_resumes() {
     );
     let token = session(&reqwest::Client::new(), &node.base, &key, &secret).await;
     assert_eq!(snapshot(&node.base, &token).await, before);
+    let integrations: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/marketplace/integrations?organization_id=default",
+            node.base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(integrations["data"][0]["name"], "crm", "{integrations}");
+    assert_eq!(
+        integrations["data"][0]["event_types"],
+        json!(["user.updated"])
+    );
 
     // New events on PostgreSQL come after the copied ones.
     let http = reqwest::Client::new();
