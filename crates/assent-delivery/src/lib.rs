@@ -10,9 +10,11 @@
 //! - [`oauth`] obtains and caches OAuth 2.0 client-credentials bearer tokens for destinations
 //!   that require one.
 //! - [`webhook`] delivers a change to a `webhook-http` integration.
+//! - [`connectors`] deliver a user's consent to the `actito` and `mparticle` integrations.
 //! - [`worker`] runs inside `assent serve`: takes due deliveries from the store, sends them,
 //!   records each attempt.
 
+pub mod connectors;
 pub mod http;
 pub mod oauth;
 pub mod schedule;

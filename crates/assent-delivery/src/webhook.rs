@@ -1,7 +1,7 @@
 //! `webhook-http`: each change is POSTed as Didomi's body to `properties.url`, signed per
 //! Standard Webhooks 1.0, with an OAuth bearer token when the integration has credentials.
 
-use crate::http::{OutboundClient, OutboundRequest, SendError};
+use crate::http::{OutboundClient, OutboundRequest, OutboundResponse, SendError};
 use crate::oauth::{ClientCredentials, TokenCache};
 use crate::signature::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret};
 use assent_model::integration::Integration;
@@ -22,12 +22,46 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn of(e: SendError) -> Failure {
+    /// No answer: the request could not be sent or got no reply.
+    pub fn of(e: SendError) -> Failure {
         Failure {
             response_code: None,
             error: e.to_string(),
             retry_after: None,
             gone: false,
+        }
+    }
+
+    /// A failure before anything was sent (a configuration that cannot be used, say).
+    pub fn other(error: impl Into<String>) -> Failure {
+        Failure {
+            response_code: None,
+            error: error.into(),
+            retry_after: None,
+            gone: false,
+        }
+    }
+
+    /// The destination answered `response`, which is not a success: its status, the start of
+    /// its body, its `Retry-After`, and whether it is `410 Gone`.
+    pub fn answered(response: &OutboundResponse) -> Failure {
+        let excerpt: String = String::from_utf8_lossy(&response.body)
+            .chars()
+            .take(200)
+            .collect();
+        Failure {
+            response_code: Some(response.status),
+            error: if excerpt.trim().is_empty() {
+                format!("the destination answered {}", response.status)
+            } else {
+                format!(
+                    "the destination answered {}: {}",
+                    response.status,
+                    excerpt.trim()
+                )
+            },
+            retry_after: response.retry_after,
+            gone: response.status == 410,
         }
     }
 }
@@ -49,12 +83,9 @@ pub async fn send(
     integration: &Integration,
     due: &DueDelivery,
 ) -> Result<u16, Failure> {
-    let url = integration.property("url").ok_or_else(|| Failure {
-        response_code: None,
-        error: "the integration has no properties.url".into(),
-        retry_after: None,
-        gone: false,
-    })?;
+    let url = integration
+        .property("url")
+        .ok_or_else(|| Failure::other("the integration has no properties.url"))?;
     let secret = integration
         .signing_secret
         .as_deref()
@@ -102,22 +133,5 @@ pub async fn send(
     {
         tokens.forget(creds);
     }
-    let excerpt: String = String::from_utf8_lossy(&response.body)
-        .chars()
-        .take(200)
-        .collect();
-    Err(Failure {
-        response_code: Some(response.status),
-        error: if excerpt.trim().is_empty() {
-            format!("the destination answered {}", response.status)
-        } else {
-            format!(
-                "the destination answered {}: {}",
-                response.status,
-                excerpt.trim()
-            )
-        },
-        retry_after: response.retry_after,
-        gone: response.status == 410,
-    })
+    Err(Failure::answered(&response))
 }

@@ -6,6 +6,7 @@
 //! concurrently. A delivery is released only by recording its attempt; if the server dies
 //! before that, the delivery is taken again after its lease: at least once, never lost.
 
+use crate::connectors::{self, ConnectorState};
 use crate::http::{HttpConfig, OutboundClient};
 use crate::oauth::TokenCache;
 use crate::schedule::RetrySchedule;
@@ -65,6 +66,7 @@ impl Worker {
                 store,
                 client,
                 tokens: TokenCache::default(),
+                connectors: ConnectorState::default(),
                 config,
             },
             stopped,
@@ -84,6 +86,7 @@ struct Deliverer {
     store: Arc<dyn Store>,
     client: OutboundClient,
     tokens: TokenCache,
+    connectors: ConnectorState,
     config: WorkerConfig,
 }
 
@@ -152,14 +155,23 @@ impl Deliverer {
                 .acquire_owned()
                 .await
                 .expect("never closed");
-            let (client, tokens, schedule, integration) = (
+            let (client, tokens, connectors, schedule, integration) = (
                 self.client.clone(),
                 self.tokens.clone(),
+                self.connectors.clone(),
                 self.config.schedule.clone(),
                 integration.clone(),
             );
             sends.spawn(async move {
-                let result = attempt(&client, &tokens, &schedule, &integration, delivery).await;
+                let result = attempt(
+                    &client,
+                    &tokens,
+                    &connectors,
+                    &schedule,
+                    &integration,
+                    delivery,
+                )
+                .await;
                 drop(permit);
                 result
             });
@@ -191,6 +203,7 @@ impl Deliverer {
 async fn attempt(
     client: &OutboundClient,
     tokens: &TokenCache,
+    connectors: &ConnectorState,
     schedule: &RetrySchedule,
     integration: &Integration,
     due: DueDelivery,
@@ -198,21 +211,23 @@ async fn attempt(
     let at = Timestamp::now();
     let started = Instant::now();
     let sent = match integration.type_id {
-        IntegrationType::WebhookHttp => webhook::send(client, tokens, integration, &due).await,
-        other => Err(webhook::Failure {
-            response_code: None,
-            error: format!("'{}' deliveries are not available yet", other.as_str()),
-            retry_after: None,
-            gone: false,
-        }),
+        IntegrationType::WebhookHttp => webhook::send(client, tokens, integration, &due)
+            .await
+            .map(connectors::Sent::Answered),
+        IntegrationType::Actito => {
+            connectors::actito::send(client, connectors, integration, &due).await
+        }
+        IntegrationType::Mparticle => {
+            connectors::mparticle::send(client, connectors, integration, &due).await
+        }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let failed_attempts = due.delivery.attempts.len() as u32 + 1;
     let (attempt, outcome) = match sent {
-        Ok(code) => (
+        Ok(sent) => (
             Attempt {
                 at,
-                response_code: Some(code),
+                response_code: sent.response_code(),
                 duration_ms,
                 error: None,
             },

@@ -399,7 +399,7 @@ impl Integration {
             upsert_mode: patch.upsert_mode.unwrap_or(false),
             event_types: patch
                 .event_types
-                .unwrap_or_else(|| ChangeKind::ALL.to_vec()),
+                .unwrap_or_else(|| default_event_types(type_id)),
             signing_secret: None,
             created_at: now,
             updated_at: now,
@@ -492,6 +492,18 @@ impl Integration {
             errors.add("mappings", "needs at least one mapping for this type");
         }
         errors.into_result()
+    }
+}
+
+/// The changes an integration receives when its `event_types` are not given: every kind for a
+/// webhook; `user.created` and `user.updated` for a connector, which sends users' statuses
+/// and has nothing to send for the rest.
+fn default_event_types(t: IntegrationType) -> Vec<ChangeKind> {
+    match t {
+        IntegrationType::WebhookHttp => ChangeKind::ALL.to_vec(),
+        IntegrationType::Actito | IntegrationType::Mparticle => {
+            vec![ChangeKind::UserCreated, ChangeKind::UserUpdated]
+        }
     }
 }
 
@@ -932,6 +944,112 @@ pub struct AttemptView {
     pub error: Option<String>,
 }
 
+/// A user's consent status as path keys: the names connectors' `mappings[].value` use for the
+/// leaves of a status, each with its choice.
+///
+/// Keys (ids as they are, joined with `_`):
+///
+/// | key | true / false |
+/// |---|---|
+/// | `consents_purposes_{purpose}_enabled` | the purpose's `enabled` |
+/// | `consents_purposes_{purpose}_enabled_li` | the purpose's `enabled_li` |
+/// | `consents_purposes_{purpose}_channels_{channel}_enabled` | a channel of the purpose |
+/// | `consents_purposes_{purpose}_preferences_{pref}_enabled` | a (v1) preference |
+/// | `consents_purposes_{purpose}_preferences_{pref}_channels_{channel}_enabled` | a channel of a (v1) preference |
+/// | `consents_purposes_{purpose}_preferences_{pref}_{value}_enabled` | whether `value` is among the selected `values` of `pref` (false for any other value once the preference has values) |
+/// | `consents_channels_{channel}_enabled` | a channel outside any purpose |
+/// | `consents_vendors_{vendor}_enabled` | true in `vendors.enabled`, false in `vendors.disabled` |
+/// | `consents_vendors_{vendor}_enabled_li` | true in `vendors.enabled_li`, false in `vendors.disabled_li` |
+///
+/// A leaf without a choice (`null`, or never mentioned) has no key: [`PathKeys::get`] answers
+/// `None` and connectors leave it out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathKeys {
+    leaves: std::collections::BTreeMap<String, bool>,
+    /// `consents_purposes_{purpose}_preferences_{pref}_` of each preference that has selected
+    /// values; a key under it ending in `_enabled` names a value, selected or not.
+    value_prefixes: Vec<String>,
+}
+
+impl PathKeys {
+    /// The path keys of a status.
+    pub fn of(consents: &crate::status::ConsentsView) -> PathKeys {
+        let mut keys = PathKeys::default();
+        for p in &consents.purposes {
+            let prefix = format!("consents_purposes_{}_", p.id);
+            keys.put(format!("{prefix}enabled"), p.enabled);
+            keys.put(format!("{prefix}enabled_li"), p.enabled_li);
+            keys.channels(&prefix, &p.channels);
+            for pref in &p.preferences {
+                let prefix = format!("{prefix}preferences_{}_", pref.id);
+                keys.put(format!("{prefix}enabled"), pref.enabled);
+                keys.channels(&prefix, &pref.channels);
+            }
+            for (pref, selected) in &p.values {
+                let prefix = format!("{prefix}preferences_{pref}_");
+                for value in selected.value.split(',').map(str::trim) {
+                    if !value.is_empty() {
+                        keys.put(format!("{prefix}{value}_enabled"), Some(true));
+                    }
+                }
+                keys.value_prefixes.push(prefix);
+            }
+        }
+        keys.channels("consents_", &consents.channels);
+        let vendors = &consents.vendors;
+        for (list, suffix, choice) in [
+            (&vendors.enabled, "enabled", true),
+            (&vendors.disabled, "enabled", false),
+            (&vendors.enabled_li, "enabled_li", true),
+            (&vendors.disabled_li, "enabled_li", false),
+        ] {
+            for v in list {
+                keys.put(format!("consents_vendors_{v}_{suffix}"), Some(choice));
+            }
+        }
+        keys
+    }
+
+    fn put(&mut self, key: String, choice: Option<bool>) {
+        if let Some(b) = choice {
+            self.leaves.insert(key, b);
+        }
+    }
+
+    fn channels(&mut self, prefix: &str, channels: &[crate::status::ChannelView]) {
+        for c in channels {
+            self.put(format!("{prefix}channels_{}_enabled", c.id), c.enabled);
+        }
+    }
+
+    /// The choice at `key`, if the status holds one.
+    pub fn get(&self, key: &str) -> Option<bool> {
+        if let Some(b) = self.leaves.get(key) {
+            return Some(*b);
+        }
+        // A value of a preference that has values but not this one: not selected.
+        self.value_prefixes.iter().find_map(|prefix| {
+            let value = key
+                .strip_prefix(prefix.as_str())?
+                .strip_suffix("_enabled")?;
+            (!value.is_empty()).then_some(false)
+        })
+    }
+
+    /// Every key with a choice (values of a preference only as far as they are selected), in
+    /// key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.leaves.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+}
+
+/// Flattens a status into its path keys (see [`PathKeys`]): every leaf that holds a choice.
+pub fn path_keys(
+    consents: &crate::status::ConsentsView,
+) -> std::collections::BTreeMap<String, bool> {
+    PathKeys::of(consents).leaves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -989,10 +1107,146 @@ mod tests {
     }
 
     #[test]
+    fn connectors_take_user_changes_by_default() {
+        let i = Integration::parse_new(
+            &json!({"type_id": "mparticle", "authentication": {"api_key": "k", "api_secret": "s"},
+                    "mappings": [{"id": "Marketing", "value": "consents_purposes_ads_enabled"}]}),
+            &org(),
+            Timestamp::from_millis(0),
+        )
+        .unwrap();
+        assert_eq!(
+            i.event_types,
+            [ChangeKind::UserCreated, ChangeKind::UserUpdated]
+        );
+    }
+
+    #[test]
     fn kinds_round_trip_through_codes() {
         for k in ChangeKind::ALL {
             assert_eq!(ChangeKind::from_code(k.code()), Some(k));
             assert_eq!(ChangeKind::parse(k.as_str()), Some(k));
         }
+    }
+}
+
+#[cfg(test)]
+mod path_key_tests {
+    use super::*;
+    use crate::status::ConsentsView;
+    use serde_json::json;
+
+    fn status(value: Value) -> ConsentsView {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn sample() -> ConsentsView {
+        status(json!({
+            "purposes": [
+                {"id": "newsletter", "enabled": true, "enabled_li": null,
+                 "channels": [{"id": "email", "enabled": false}, {"id": "sms", "enabled": null}],
+                 "preferences": [
+                     {"id": "weekly", "enabled": true,
+                      "channels": [{"id": "email", "enabled": true}]}
+                 ],
+                 "values": {"topics": {"value": "tech, sport"}}},
+                {"id": "select_basic_ads", "enabled": null, "enabled_li": false}
+            ],
+            "channels": [{"id": "email", "enabled": true}, {"id": "push", "enabled": false}],
+            "vendors": {"enabled": ["google"], "disabled": ["iab:42"],
+                        "enabled_li": ["acme"], "disabled_li": []}
+        }))
+    }
+
+    #[test]
+    fn every_leaf_with_a_choice_has_its_key() {
+        let keys = path_keys(&sample());
+        let expected: Vec<(&str, bool)> = vec![
+            ("consents_channels_email_enabled", true),
+            ("consents_channels_push_enabled", false),
+            ("consents_purposes_newsletter_channels_email_enabled", false),
+            ("consents_purposes_newsletter_enabled", true),
+            (
+                "consents_purposes_newsletter_preferences_topics_sport_enabled",
+                true,
+            ),
+            (
+                "consents_purposes_newsletter_preferences_topics_tech_enabled",
+                true,
+            ),
+            (
+                "consents_purposes_newsletter_preferences_weekly_channels_email_enabled",
+                true,
+            ),
+            (
+                "consents_purposes_newsletter_preferences_weekly_enabled",
+                true,
+            ),
+            ("consents_purposes_select_basic_ads_enabled_li", false),
+            ("consents_vendors_acme_enabled_li", true),
+            ("consents_vendors_google_enabled", true),
+            ("consents_vendors_iab:42_enabled", false),
+        ];
+        let got: Vec<(&str, bool)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(got, expected);
+        let leaves = PathKeys::of(&sample());
+        assert_eq!(leaves.iter().count(), expected.len());
+    }
+
+    #[test]
+    fn leaves_without_a_choice_have_no_key() {
+        let keys = PathKeys::of(&sample());
+        for absent in [
+            "consents_purposes_newsletter_enabled_li",
+            "consents_purposes_newsletter_channels_sms_enabled",
+            "consents_purposes_select_basic_ads_enabled",
+            "consents_purposes_unknown_enabled",
+            "consents_vendors_unknown_enabled",
+            "consents_channels_fax_enabled",
+            "not_a_key",
+        ] {
+            assert_eq!(keys.get(absent), None, "{absent}");
+        }
+        assert_eq!(PathKeys::of(&ConsentsView::default()), PathKeys::default());
+    }
+
+    #[test]
+    fn values_of_a_preference_are_true_when_selected_and_false_otherwise() {
+        let keys = PathKeys::of(&sample());
+        let key = |v: &str| format!("consents_purposes_newsletter_preferences_topics_{v}_enabled");
+        assert_eq!(keys.get(&key("tech")), Some(true));
+        assert_eq!(keys.get(&key("sport")), Some(true));
+        assert_eq!(keys.get(&key("music")), Some(false), "a value not selected");
+        assert_eq!(keys.get(&key("")), None);
+        // A preference without values says nothing about values.
+        assert_eq!(
+            keys.get("consents_purposes_newsletter_preferences_other_tech_enabled"),
+            None
+        );
+    }
+
+    #[test]
+    fn lookups_agree_with_the_flattened_keys() {
+        let keys = PathKeys::of(&sample());
+        for (k, v) in path_keys(&sample()) {
+            assert_eq!(keys.get(&k), Some(v), "{k}");
+        }
+    }
+
+    #[test]
+    fn ids_with_underscores_are_kept_whole() {
+        let keys = PathKeys::of(&status(json!({
+            "purposes": [{"id": "market_research", "enabled": false,
+                          "channels": [{"id": "in_app", "enabled": true}]}],
+            "channels": [], "vendors": {"enabled": [], "disabled": [], "enabled_li": [], "disabled_li": []}
+        })));
+        assert_eq!(
+            keys.get("consents_purposes_market_research_enabled"),
+            Some(false)
+        );
+        assert_eq!(
+            keys.get("consents_purposes_market_research_channels_in_app_enabled"),
+            Some(true)
+        );
     }
 }

@@ -52,19 +52,22 @@ pub struct DeliveryList {
 pub struct IntegrationIn {
     /// A UUID; made when absent.
     id: Option<String>,
-    /// `webhook-http` (connectors `actito` and `mparticle` are being built).
+    /// `webhook-http`, `actito` or `mparticle`.
     type_id: String,
     /// A name to recognise it by.
     name: Option<String>,
     /// Default true.
     enabled: Option<bool>,
-    /// Webhooks: optional OAuth client credentials `{url, client_id, client_secret, scope}`.
+    /// Webhooks: optional OAuth client credentials `{url, client_id, client_secret, scope}`;
+    /// Actito: `{private_api_key}`; mParticle: `{api_key, api_secret}`.
     #[schema(value_type = Option<Object>)]
     authentication: Option<serde_json::Value>,
-    /// Webhooks: `{url}`.
+    /// Webhooks: `{url}`; Actito: `{entity_id, table_name, user_unique_key, base_url?}`;
+    /// mParticle: `{base_url?, environment?}`.
     #[schema(value_type = Option<Object>)]
     properties: Option<serde_json::Value>,
-    /// Connector mappings `[{id, value}]`.
+    /// Connector mappings `[{id, value}]` (required for connectors): `value` is a path key of
+    /// the status, `id` the destination's field.
     #[schema(value_type = Option<Vec<Object>>)]
     mappings: Option<serde_json::Value>,
     /// Connectors: create contacts the destination does not know.
@@ -94,7 +97,10 @@ pub struct DeliveriesParams {
 
 /// The types whose delivery this version performs.
 fn deliverable(t: IntegrationType) -> bool {
-    t == IntegrationType::WebhookHttp
+    matches!(
+        t,
+        IntegrationType::WebhookHttp | IntegrationType::Actito | IntegrationType::Mparticle
+    )
 }
 
 /// Lists the organization's integrations.

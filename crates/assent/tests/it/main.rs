@@ -6,6 +6,7 @@ mod batches;
 mod cli;
 mod common;
 mod concurrency;
+mod connectors;
 mod consistency;
 mod crash;
 mod errors;
