@@ -199,6 +199,9 @@ pub struct Integration {
     pub event_types: Vec<ChangeKind>,
     /// The `whsec_…` secret that signs its webhooks.
     pub signing_secret: Option<String>,
+    /// The SHA-256 (lowercase hex) of the token that authenticates the destination's calls to
+    /// `POST /v1/integrations/{id}/inbound` (Actito); the token itself is never kept.
+    pub inbound_token_hash: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -246,6 +249,7 @@ impl Integration {
             created_at: self.created_at.to_rfc3339(),
             updated_at: self.updated_at.to_rfc3339(),
             secret: None,
+            inbound_token: None,
         }
     }
 }
@@ -287,6 +291,10 @@ pub struct IntegrationView {
     /// The webhook signing secret: only in the answer that created the integration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Actito: the token of `POST /v1/integrations/{id}/inbound` (Assent), only in the answer
+    /// that created the integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_token: Option<String>,
 }
 
 const INTEGRATION_FIELDS: &[&str] = &[
@@ -401,6 +409,7 @@ impl Integration {
                 .event_types
                 .unwrap_or_else(|| default_event_types(type_id)),
             signing_secret: None,
+            inbound_token_hash: None,
             created_at: now,
             updated_at: now,
         };

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod ids;
+pub mod inbound;
 pub mod integration;
 pub mod json;
 pub mod limits;

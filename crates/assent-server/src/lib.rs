@@ -53,6 +53,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(integrations::deliveries))
         .routes(routes!(integrations::retry))
+        .routes(routes!(integrations::inbound))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

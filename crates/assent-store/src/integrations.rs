@@ -73,6 +73,8 @@ pub(crate) struct StoredConfig {
     event_types: Vec<String>,
     #[serde(default)]
     signing_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inbound_token_hash: Option<String>,
 }
 
 /// The columns of an integration row other than its keys.
@@ -100,6 +102,7 @@ pub(crate) fn integration_row(i: &Integration) -> Result<IntegrationRow<'_>, Sto
             .map(|k| k.as_str().to_owned())
             .collect(),
         signing_secret: i.signing_secret.clone(),
+        inbound_token_hash: i.inbound_token_hash.clone(),
     };
     Ok(IntegrationRow {
         type_id: i.type_id.as_str(),
@@ -139,6 +142,7 @@ pub(crate) fn integration_from_row(
             .filter_map(|k| ChangeKind::parse(k))
             .collect(),
         signing_secret: c.signing_secret,
+        inbound_token_hash: c.inbound_token_hash,
         created_at: Timestamp::from_millis(created_at),
         updated_at: Timestamp::from_millis(updated_at),
     })

@@ -46,10 +46,15 @@ impl StoreError {
 }
 
 /// Options of a write request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOptions {
     /// `$disable_integrations=true`: announce the change to no integration.
     pub disable_integrations: bool,
+    /// The id of the integration the change came from (an inbound webhook): its changes are
+    /// announced to every other integration but not to that one (no echo). Honoured by
+    /// [`Store::append_events`], the only write an inbound webhook makes; other writes ignore
+    /// it.
+    pub origin: Option<String>,
 }
 
 /// An API key as stored: the secret itself is never kept, only its slow hash.

@@ -14,6 +14,8 @@ use assent_model::query;
 use assent_store::integrations::DeliveriesQuery;
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -167,9 +169,12 @@ pub async fn create(
     let secret =
         (integration.type_id == IntegrationType::WebhookHttp).then(|| WebhookSecret::generate().1);
     integration.signing_secret = secret.clone();
+    let inbound_token = (integration.type_id == IntegrationType::Actito).then(new_inbound_token);
+    integration.inbound_token_hash = inbound_token.as_deref().map(token_hash);
     let stored = state.store.create_integration(integration).await?;
     let mut view = stored.view();
     view.secret = secret;
+    view.inbound_token = inbound_token;
     Ok(Json(view))
 }
 
@@ -331,4 +336,144 @@ pub async fn retry(
         .retry_delivery(&tenant.org, &id, &delivery_id)
         .await?;
     Ok(Json(delivery.view()))
+}
+
+/// A new inbound token: 32 random bytes (the thread's CSPRNG), base64url without padding.
+fn new_inbound_token() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The SHA-256 of a token, in lowercase hex: what is stored of an inbound token.
+fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The inbound token of a request: `Authorization: Bearer <token>`, else `?token=`.
+fn inbound_token(headers: &HeaderMap, q: &[(String, String)]) -> Option<String> {
+    let from_header = headers
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    from_header
+        .map(str::to_owned)
+        .or_else(|| {
+            q.iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .filter(|t| !t.is_empty())
+}
+
+/// The answer of an inbound webhook.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InboundOut {
+    /// True when no subscription of the payload is mapped: nothing was written.
+    pub ignored: bool,
+    /// The ids of the consent events written, in payload order.
+    pub events: Vec<String>,
+}
+
+/// Actito's profile webhook (Assent): the subscriptions a profile changed in Actito become a
+/// consent event for the user whose `organization_user_id` is the profile's
+/// `user_unique_key` attribute, delivered to every other integration but not back to this one.
+/// Authenticated by the integration's inbound token (returned once when it was created), not by
+/// a session.
+#[utoipa::path(
+    post,
+    path = "/v1/integrations/{id}/inbound",
+    tag = "marketplace/integrations",
+    params(
+        ("id" = String, Path, description = "Integration id (an `actito` integration)"),
+        ("organization_id" = String, Query, description = "The integration's organization"),
+        ("token" = Option<String>, Query, description = "The inbound token, when it cannot be sent as `Authorization: Bearer <token>`"),
+    ),
+    request_body(content = Object, description = "Actito's webhook body: `{id, data: {…} | [{…}], _links}`"),
+    responses(
+        (status = 200, description = "Written, or ignored (nothing mapped)", body = InboundOut),
+        (status = 400, description = "A payload that cannot be read", body = ErrorBody),
+        (status = 401, description = "Missing or wrong inbound token", body = ErrorBody),
+        (status = 404, description = "No such Actito integration in this organization", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+    ),
+    security(())
+)]
+pub async fn inbound(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    QueryPairs(q): QueryPairs,
+    JsonBody(body): JsonBody,
+) -> Result<Json<InboundOut>, ApiError> {
+    query::only(&q, &["token"])?;
+    let Some(token) = inbound_token(&headers, &q) else {
+        return Err(ApiError::not_authenticated(
+            "missing inbound token (Authorization: Bearer <token> or ?token=)",
+        ));
+    };
+    let org = q
+        .iter()
+        .find(|(k, _)| k == "organization_id")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| ApiError::bad_field("organization_id", "is required"))?;
+    let org = assent_model::OrganizationId::parse(org)
+        .map_err(|e| ApiError::bad_field("organization_id", e))?;
+    let not_found = || {
+        ApiError::from(assent_store::StoreError::not_found(format!(
+            "no actito integration '{id}'"
+        )))
+    };
+    let integration = match state.store.get_integration(&org, &id).await {
+        Ok(i) if i.type_id == IntegrationType::Actito => i,
+        Ok(_) => return Err(not_found()),
+        Err(assent_store::StoreError::Domain(assent_model::DomainError::NotFound(_))) => {
+            return Err(not_found());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let expected = integration
+        .inbound_token_hash
+        .as_deref()
+        .unwrap_or_default();
+    let given = token_hash(&token);
+    let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into();
+    if !same || expected.is_empty() {
+        return Err(ApiError::not_authenticated(
+            "the inbound token is not this integration's",
+        ));
+    }
+    let events = assent_model::inbound::actito_events(&integration, &body)?;
+    if events.is_empty() {
+        return Ok(Json(InboundOut {
+            ignored: true,
+            events: Vec::new(),
+        }));
+    }
+    let ctx = assent_model::event::ParseContext {
+        organization_id: org.clone(),
+        now: Timestamp::now(),
+    };
+    let batch = assent_model::event::parse_batch(&serde_json::Value::Array(events), &ctx)?;
+    let options = assent_store::WriteOptions {
+        disable_integrations: false,
+        origin: Some(integration.id.clone()),
+    };
+    let stored = state
+        .store
+        .append_events(&org, batch.events, options)
+        .await?;
+    Ok(Json(InboundOut {
+        ignored: false,
+        events: stored.iter().map(|e| e.id.to_string()).collect(),
+    }))
 }

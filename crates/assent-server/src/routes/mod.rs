@@ -61,5 +61,6 @@ pub fn write_options(q: &[(String, String)]) -> Result<WriteOptions, ApiError> {
     }
     Ok(WriteOptions {
         disable_integrations: query::flag(q, "$disable_integrations")?,
+        origin: None,
     })
 }

@@ -173,7 +173,7 @@ impl PgStore {
         &self,
         client: &deadpool_postgres::Object,
         org: &OrganizationId,
-        options: WriteOptions,
+        options: &WriteOptions,
     ) -> Result<u8, StoreError> {
         if options.disable_integrations {
             return Ok(0);
@@ -268,8 +268,8 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<Vec<ConsentEvent>, StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
-        write::append(&mut client, org, events, mask).await
+        let mask = self.mask(&client, org, &options).await?;
+        write::append(&mut client, org, events, mask, options.origin.as_deref()).await
     }
 
     async fn get_event(
@@ -305,7 +305,7 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<ConsentEvent, StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
+        let mask = self.mask(&client, org, &options).await?;
         write::patch_event(&mut client, org, id, &patch, mask).await
     }
 
@@ -316,7 +316,7 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
+        let mask = self.mask(&client, org, &options).await?;
         write::delete_events(&mut client, org, write::Doomed::One(id.clone()), mask).await?;
         Ok(())
     }
@@ -328,7 +328,7 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
+        let mask = self.mask(&client, org, &options).await?;
         write::delete_events(&mut client, org, write::Doomed::Matching(query), mask).await
     }
 
@@ -339,7 +339,7 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
+        let mask = self.mask(&client, org, &options).await?;
         write::create_user(&mut client, org, user, mask).await
     }
 
@@ -395,7 +395,7 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
+        let mask = self.mask(&client, org, &options).await?;
         write::patch_user(&mut client, org, user, &patch, mask).await
     }
 
@@ -406,7 +406,7 @@ impl Store for PgStore {
         options: WriteOptions,
     ) -> Result<UserRecord, StoreError> {
         let mut client = self.client().await?;
-        let mask = self.mask(&client, org, options).await?;
+        let mask = self.mask(&client, org, &options).await?;
         write::delete_user(&mut client, org, user, mask).await
     }
 

@@ -84,6 +84,7 @@ pub async fn announce(
     mask: u8,
     changes: &[(i64, Change)],
     now: Timestamp,
+    origin: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     let wanted: Vec<&(i64, Change)> = changes
         .iter()
@@ -97,8 +98,8 @@ pub async fn announce(
     let bodies: Vec<&[u8]> = wanted.iter().map(|(_, c)| c.body.as_slice()).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO outbox (org_id, seq, user_key, kind, created_at, body)
-             SELECT $1, nextval('assent_change_seq'), t.k, t.kind, $2, t.b
+            "INSERT INTO outbox (org_id, seq, user_key, kind, created_at, body, origin)
+             SELECT $1, nextval('assent_change_seq'), t.k, t.kind, $2, t.b, $6
              FROM UNNEST($3::bigint[], $4::smallint[], $5::bytea[]) WITH ORDINALITY
                   AS t(k, kind, b, n)
              ORDER BY t.n",
@@ -106,7 +107,14 @@ pub async fn announce(
         .await?;
     tx.execute(
         &stmt,
-        &[&org.as_str(), &now.millis(), &keys, &kinds, &bodies],
+        &[
+            &org.as_str(),
+            &now.millis(),
+            &keys,
+            &kinds,
+            &bodies,
+            &origin,
+        ],
     )
     .await?;
     Ok(())
@@ -294,7 +302,7 @@ pub async fn fan_in(tx: &Transaction<'_>, i: &Integration, limit: usize) -> Resu
     let (xid, seq): (String, i64) = (cursor.get(0), cursor.get(1));
     let rows = tx
         .query(
-            "SELECT txid::text, seq, user_key, kind, created_at FROM outbox
+            "SELECT txid::text, seq, user_key, kind, created_at, origin FROM outbox
              WHERE org_id = $1 AND (txid, seq) > ($2::text::xid8, $3)
                AND txid < pg_snapshot_xmin(pg_current_snapshot())
              ORDER BY txid, seq LIMIT $4",
@@ -315,6 +323,10 @@ pub async fn fan_in(tx: &Transaction<'_>, i: &Integration, limit: usize) -> Resu
     for row in &rows {
         let kind: i16 = row.get(3);
         if !ChangeKind::from_code(i64::from(kind)).is_some_and(|k| i.wants(k)) {
+            continue;
+        }
+        // No echo: a change that came from this integration does not go back to it.
+        if row.get::<_, Option<&str>>(5) == Some(i.id.as_str()) {
             continue;
         }
         txids.push(row.get::<_, String>(0));

@@ -137,6 +137,7 @@ CREATE TABLE outbox (
     kind       smallint NOT NULL,
     created_at bigint NOT NULL,
     body       bytea NOT NULL,
+    origin     text COLLATE "C",
     PRIMARY KEY (org_id, txid, seq)
 );
 

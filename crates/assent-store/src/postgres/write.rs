@@ -256,10 +256,12 @@ pub async fn append(
     org: &OrganizationId,
     events: Vec<EventInput>,
     mask: u8,
+    origin: Option<&str>,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
     let now = Timestamp::now();
     let (stored, written) =
-        transaction!(client, |tx| append_tx(&tx, org, &events, now, mask).await)?;
+        transaction!(client, |tx| append_tx(&tx, org, &events, now, mask, origin)
+            .await)?;
     metrics::counter!("assent_events_written_total").increment(written);
     Ok(stored)
 }
@@ -271,6 +273,7 @@ async fn append_tx(
     events: &[EventInput],
     now: Timestamp,
     mask: u8,
+    origin: Option<&str>,
 ) -> Result<(Vec<ConsentEvent>, u64), TxError> {
     // Before anything is read: an erasure that committed before this point is seen by every
     // read below, and one that has not started waits until this request commits.
@@ -544,7 +547,7 @@ async fn append_tx(
                 .map(|(e, k)| (*k, Change::event_created(e)))
                 .collect();
             changes.extend(announced);
-            announce(tx, org, mask, &changes, now).await?;
+            announce(tx, org, mask, &changes, now, origin).await?;
             return Ok((answer_of(events, &stored, made), fresh.len() as u64));
         }
         if mask != 0 {
@@ -553,7 +556,7 @@ async fn append_tx(
                 .zip(&keys)
                 .map(|(e, k)| (*k, Change::event_created(e)))
                 .collect();
-            announce(tx, org, mask, &changes, now).await?;
+            announce(tx, org, mask, &changes, now, origin).await?;
         }
         let mut fold_keys = Vec::new();
         let mut fold_seqs = Vec::new();
@@ -777,7 +780,7 @@ pub async fn patch_event(
                     Change::user_changed(Some(&old), &user.record, Some(&event)),
                 ));
             }
-            announce(&tx, org, mask, &changes, now).await?;
+            announce(&tx, org, mask, &changes, now, None).await?;
             Ok(event)
         }
         .await
@@ -853,7 +856,7 @@ pub async fn delete_events(
                     Change::user_changed(Some(&old), &user.record, deleted.last().copied()),
                 ));
             }
-            announce(&tx, org, mask, &changes, now).await?;
+            announce(&tx, org, mask, &changes, now, None).await?;
             Ok(seqs.len() as u64)
         }
         .await
@@ -943,6 +946,7 @@ pub async fn create_user(
                 mask,
                 &[(key, Change::user_changed(None, &record, None))],
                 now,
+                None,
             )
             .await?;
             Ok(record)
@@ -1002,7 +1006,7 @@ pub async fn patch_user(
             user.record.updated_at = now;
             write_users(&tx, &[&user]).await?;
             let change = Change::user_changed(Some(&old), &user.record, None);
-            announce(&tx, org, mask, &[(user.key, change)], now).await?;
+            announce(&tx, org, mask, &[(user.key, change)], now, None).await?;
             Ok(user.record)
         }
         .await
@@ -1058,7 +1062,7 @@ pub async fn delete_user(
             )
             .await?;
             let change = Change::user_deleted(&user.record);
-            announce(&tx, org, mask, &[(user.key, change)], now).await?;
+            announce(&tx, org, mask, &[(user.key, change)], now, None).await?;
             Ok(user.record)
         }
         .await

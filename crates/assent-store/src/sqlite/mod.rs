@@ -399,6 +399,7 @@ impl Store for SqliteStore {
                 org: org.clone(),
                 events,
                 announce: !options.disable_integrations,
+                origin: options.origin,
             })
             .await?
         {

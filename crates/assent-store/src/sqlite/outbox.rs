@@ -95,9 +95,11 @@ pub fn insert_change(
     user_key: i64,
     change: &Change,
     now: Timestamp,
+    origin: Option<&str>,
 ) -> Result<i64, StoreError> {
     conn.prepare_cached(
-        "INSERT INTO outbox (org_key, user_key, kind, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO outbox (org_key, user_key, kind, created_at, body, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -105,7 +107,8 @@ pub fn insert_change(
             user_key,
             change.kind.code(),
             now.millis(),
-            change.body
+            change.body,
+            origin
         ])
     })
     .map_err(db)?;
@@ -230,9 +233,12 @@ pub fn delete(conn: &Connection, key: i64) -> Result<(), StoreError> {
 
 /// How many deliveries of an integration wait (queued or retrying).
 fn waiting(conn: &Connection, key: i64) -> Result<i64, StoreError> {
-    conn.prepare_cached("SELECT count(*) FROM deliveries WHERE integration_key = ?1 AND status < 2")
-        .and_then(|mut s| s.query_row([key], |r| r.get(0)))
-        .map_err(db)
+    conn.prepare_cached(
+        "SELECT count(*) FROM deliveries INDEXED BY deliveries_open
+         WHERE integration_key = ?1 AND status < 2",
+    )
+    .and_then(|mut s| s.query_row([key], |r| r.get(0)))
+    .map_err(db)
 }
 
 /// Moves up to `limit` changes after the integration's cursor into its deliveries (those of
@@ -249,7 +255,7 @@ pub fn fan_in(
     }
     let mut select = conn
         .prepare_cached(
-            "SELECT seq, user_key, kind, created_at FROM outbox
+            "SELECT seq, user_key, kind, created_at, origin FROM outbox
              WHERE org_key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .map_err(db)?;
@@ -269,6 +275,11 @@ pub fn fan_in(
         cursor = seq;
         let kind = ChangeKind::from_code(row.get(2).map_err(db)?);
         if !kind.is_some_and(|k| rec.integration.wants(k)) {
+            continue;
+        }
+        // No echo: a change that came from this integration does not go back to it.
+        let origin: Option<String> = row.get(4).map_err(db)?;
+        if origin.as_deref() == Some(rec.integration.id.as_str()) {
             continue;
         }
         let created_at: i64 = row.get(3).map_err(db)?;
@@ -304,9 +315,9 @@ pub fn due(
         .prepare_cached(
             "SELECT d.seq, d.id, d.kind, d.status, d.next_at, d.attempts, d.created_at,
                     d.updated_at, o.body
-             FROM deliveries d JOIN outbox o ON o.seq = d.seq
+             FROM deliveries d INDEXED BY deliveries_open JOIN outbox o ON o.seq = d.seq
              WHERE d.integration_key = ?1 AND d.status < 2 AND d.next_at <= ?2
-               AND NOT EXISTS (SELECT 1 FROM deliveries e
+               AND NOT EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_open_by_user
                    WHERE e.integration_key = d.integration_key AND e.user_key = d.user_key
                      AND e.status < 2 AND e.seq < d.seq)
              ORDER BY d.seq LIMIT ?3",

@@ -105,7 +105,8 @@ CREATE TABLE outbox (
     user_key   INTEGER NOT NULL,
     kind       INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    body       BLOB NOT NULL
+    body       BLOB NOT NULL,
+    origin     TEXT
 ) STRICT;
 CREATE INDEX outbox_by_org ON outbox (org_key, seq);
 

@@ -58,6 +58,8 @@ pub enum Command {
         events: Vec<EventInput>,
         /// Whether integrations hear of the change.
         announce: bool,
+        /// The integration the change came from, which does not hear of it.
+        origin: Option<String>,
     },
     /// Change an event.
     PatchEvent {
@@ -329,6 +331,8 @@ pub struct Writer {
     subscriptions: HashMap<i64, u8>,
     /// Deliveries taken by the worker: (integration key, change number) → until when.
     in_flight: HashMap<(i64, i64), Instant>,
+    /// The integration the command being executed came from (its changes skip it).
+    origin: Option<String>,
 }
 
 impl Writer {
@@ -357,6 +361,7 @@ impl Writer {
             pending_events: 0,
             subscriptions,
             in_flight: HashMap::new(),
+            origin: None,
         })
     }
 
@@ -719,7 +724,15 @@ impl Writer {
         if mask & kind.bit() == 0 {
             return Ok(());
         }
-        outbox::insert_change(&self.conn, org_key, user_key, &change(), now).map(drop)
+        outbox::insert_change(
+            &self.conn,
+            org_key,
+            user_key,
+            &change(),
+            now,
+            self.origin.as_deref(),
+        )
+        .map(drop)
     }
 
     fn run_command(
@@ -787,9 +800,13 @@ impl Writer {
                 org,
                 events,
                 announce,
-            } => self
-                .append(group, cmd.announcing(announce), &org, events, now)
-                .map(Reply::Events),
+                origin,
+            } => {
+                self.origin = origin;
+                let appended = self.append(group, cmd.announcing(announce), &org, events, now);
+                self.origin = None;
+                appended.map(Reply::Events)
+            }
             Command::PatchEvent {
                 org,
                 id,

@@ -592,3 +592,241 @@ async fn connectors_are_validated_per_type(#[case] backend: Backend) {
     assert_eq!(created["authentication"], json!({}));
     assert!(created.get("secret").is_none(), "{created}");
 }
+
+/// Actito's one-by-one webhook body for a profile whose subscriptions changed.
+fn actito_push(customer: &str, subscriptions: Value) -> Value {
+    json!({
+        "id": "95f1cebc-4dd7-4246-83a1-164d8da8c583",
+        "data": {
+            "customerId": customer,
+            "timestamp": "2026-03-04T05:06:07Z",
+            "subscriptions": subscriptions
+        },
+        "_links": {"webhook": {"href": "/webhooks/v4/entity/acme/webhookSubscription/42"}}
+    })
+}
+
+fn actito_config(actito: &Fake) -> Value {
+    json!({
+        "type_id": "actito",
+        "authentication": {"private_api_key": "the-key"},
+        "properties": {"entity_id": "acme", "table_name": "Customers",
+                       "user_unique_key": "customerId", "base_url": actito.url("actito")},
+        "mappings": [
+            {"id": "NEWSLETTER", "value": "consents_channels_email_enabled"},
+            {"id": "PROMOTIONS", "value": "consents_purposes_marketing_enabled"}
+        ],
+        "upsert_mode": true
+    })
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn actito_inbound_changes_become_events_that_are_not_echoed_back(#[case] backend: Backend) {
+    use crate::integrations::{Mode, Receiver};
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
+    let api = server.client().await;
+    let profiles = Arc::new(Mutex::new(HashMap::new()));
+    let actito = Fake::start(fake_actito(profiles.clone())).await;
+    let created = integration(&api, actito_config(&actito)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["inbound_token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 43, "32 bytes in base64url: {token}");
+    let (_, shown) = api.get(&format!("/v1/marketplace/integrations/{id}")).await;
+    assert!(shown.get("inbound_token").is_none(), "shown once: {shown}");
+    assert!(!shown.to_string().contains(&token), "{shown}");
+    let receiver = Receiver::start(Mode::Ok).await;
+    integration(
+        &api,
+        json!({"type_id": "webhook-http", "properties": {"url": receiver.url()}}),
+    )
+    .await;
+
+    let inbound = format!("/v1/integrations/{id}/inbound?organization_id={}", api.org);
+    let (status, out) = server
+        .raw(
+            Method::POST,
+            &inbound,
+            Some(&token),
+            Some(actito_push(
+                "alice@example.com",
+                json!([{"name": "NEWSLETTER", "subscribe": true},
+                       {"name": "PROMOTIONS", "subscribe": false},
+                       {"name": "NOT_MAPPED", "subscribe": true}]),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["ignored"], false, "{out}");
+    let event_id = out["events"][0].as_str().unwrap().to_owned();
+
+    // History and status, as for any event.
+    let user = api.user_by_ouid("alice@example.com").await;
+    assert_eq!(
+        crate::common::channel(&user["consents"]["channels"], "email").unwrap()["enabled"],
+        true,
+        "{user}"
+    );
+    assert_eq!(
+        crate::common::purpose(&user, "marketing").unwrap()["enabled"],
+        false,
+        "{user}"
+    );
+    let user_id = user["id"].as_str().unwrap();
+    let events = api.events(&format!("user_id={user_id}")).await;
+    assert_eq!(events["total"], 1, "{events}");
+    let event = &events["data"][0];
+    assert_eq!(event["id"], event_id.as_str());
+    assert_eq!(event["created_at"], "2026-03-04T05:06:07.000Z");
+    assert_eq!(
+        event["metadata"],
+        json!({"source": "actito", "integration_id": id})
+    );
+
+    // Other integrations hear of it.
+    receiver
+        .wait_for(Duration::from_secs(10), |got| {
+            let kinds: Vec<&Value> = got.iter().map(|r| &r.body["type"]).collect();
+            kinds.contains(&&json!("event.created")) && kinds.contains(&&json!("user.created"))
+        })
+        .await;
+    let got = receiver.acknowledged();
+    let created_event = got
+        .iter()
+        .find(|r| r.body["type"] == "event.created")
+        .unwrap();
+    assert_eq!(
+        created_event.body["parameters"]["entity"]["id"],
+        event_id.as_str()
+    );
+
+    // Actito does not get its own change back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        actito.requests().iter().all(|r| r.method == Method::GET),
+        "no profile write for a change that came from Actito: {:?}",
+        actito.requests()
+    );
+    assert!(deliveries(&api, &id).await.is_empty());
+
+    // A change made in Assent afterwards still reaches Actito.
+    api.event(json!({
+        "user": {"organization_user_id": "alice@example.com"},
+        "consents": {"purposes": [{"id": "marketing", "enabled": true}]}
+    }))
+    .await;
+    actito
+        .wait_for(|got| got.iter().any(|r| r.method == Method::POST))
+        .await;
+    assert_eq!(
+        profiles.lock().unwrap()["alice@example.com"]["subscriptions"],
+        json!([{"name": "NEWSLETTER", "subscribe": true},
+               {"name": "PROMOTIONS", "subscribe": true}])
+    );
+    let all = wait_delivered(&api, &id, 1).await;
+    assert_eq!(all.len(), 1, "only the change made in Assent: {all:#?}");
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn actito_inbound_needs_the_integrations_own_token(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
+    let api = server.client().await;
+    let actito = Fake::start(fake_actito(Arc::default())).await;
+    let first = integration(&api, actito_config(&actito)).await;
+    let second = integration(&api, actito_config(&actito)).await;
+    let id = first["id"].as_str().unwrap();
+    let token = first["inbound_token"].as_str().unwrap();
+    let other_token = second["inbound_token"].as_str().unwrap();
+    assert_ne!(token, other_token);
+    let body = actito_push(
+        "alice@example.com",
+        json!([{"name": "NEWSLETTER", "subscribe": true}]),
+    );
+    let inbound = format!("/v1/integrations/{id}/inbound?organization_id={}", api.org);
+
+    // Missing, wrong, another integration's, a session's, wrong in the query: 401.
+    for (path, bearer) in [
+        (inbound.clone(), None),
+        (inbound.clone(), Some("not-the-token")),
+        (inbound.clone(), Some(other_token)),
+        (inbound.clone(), Some(api.token.as_str())),
+        (format!("{inbound}&token=nope"), None),
+    ] {
+        let (status, out) = server
+            .raw(Method::POST, &path, bearer, Some(body.clone()))
+            .await;
+        crate::common::assert_error(status, &out, 401, "NotAuthenticated");
+    }
+
+    // Another organization, an unknown id, or an integration that is not Actito's: 404.
+    let other = server.new_org("other-org").await;
+    let (status, out) = server
+        .raw(
+            Method::POST,
+            &format!(
+                "/v1/integrations/{id}/inbound?organization_id={}",
+                other.org
+            ),
+            Some(token),
+            Some(body.clone()),
+        )
+        .await;
+    crate::common::assert_error(status, &out, 404, "NotFound");
+    let hook = integration(
+        &api,
+        json!({"type_id": "webhook-http", "properties": {"url": "http://127.0.0.1:9/h"}}),
+    )
+    .await;
+    for missing in [
+        "0190b7d2-6c5e-7cc3-8c1e-000000000000",
+        hook["id"].as_str().unwrap(),
+    ] {
+        let (status, out) = server
+            .raw(
+                Method::POST,
+                &format!(
+                    "/v1/integrations/{missing}/inbound?organization_id={}",
+                    api.org
+                ),
+                Some(token),
+                Some(body.clone()),
+            )
+            .await;
+        crate::common::assert_error(status, &out, 404, "NotFound");
+    }
+    assert!(
+        api.events("organization_user_id=alice@example.com").await["data"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was written"
+    );
+
+    // Only unmapped subscriptions: accepted (token in the query), nothing written.
+    let (status, out) = server
+        .raw(
+            Method::POST,
+            &format!("{inbound}&token={token}"),
+            None,
+            Some(actito_push(
+                "bob@example.com",
+                json!([{"name": "SOMETHING_ELSE", "subscribe": true}]),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out, json!({"ignored": true, "events": []}));
+    let (status, _) = api
+        .get("/v1/consents/users/bob@example.com?$by_organization_user_id=true")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no user was created");
+}
