@@ -107,7 +107,7 @@ pub fn insert_change(
             user_key,
             change.kind.code(),
             now.millis(),
-            change.body,
+            lz4_flex::compress_prepend_size(&change.body),
             origin
         ])
     })
@@ -338,7 +338,13 @@ pub fn due(
             DueDelivery {
                 delivery,
                 organization_id: rec.integration.organization_id.clone(),
-                body: row.get(8).map_err(db)?,
+                body: lz4_flex::decompress_size_prepended(
+                    row.get_ref(8)
+                        .map_err(db)?
+                        .as_blob()
+                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                )
+                .map_err(|e| StoreError::Internal(format!("change {seq}: {e}")))?,
             },
         ));
         if out.len() == limit {

@@ -81,6 +81,7 @@ INSERT INTO meta (key, value) VALUES ('flushed_seq', 0);
 ";
 
 /// Integrations and their outbox. `outbox` holds each change once, as destinations receive it
+/// (LZ4-compressed, with its size first)
 /// (written in the transaction of the change, and only while the organization has an enabled
 /// integration that wants its kind); each integration moves the changes after its `cursor`
 /// into `deliveries` as it is ready to send them (status 0 queued, 1 retrying, 2 delivered,
