@@ -2,15 +2,17 @@
 # Runs the load scenarios against a release build of `assent serve`, three times each on a
 # fresh store, and prints every run and the median. Usage:
 #   bench/run.sh [ingest|single|reads|ids|big|raw|parse|all]               (SQLite)
+#   bench/run.sh [deliveries|ingest-integrations]                           (SQLite, webhooks)
 #   bench/run.sh [pg-ingest|pg-ingest-2|pg-single|pg-reads|pg-raw|pg-ceiling|pg-all]
 # The PostgreSQL scenarios use the server at $PG_ADMIN_URL (default: the local one, user
 # postgres) and recreate the database `assent_bench` before every run.
 # Results go to bench/results/<scenario>.jsonl (not committed); bench/RESULTS.md holds the
-# numbers we report.
+# numbers we report. RUNS=1 runs each scenario once instead of three times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p assent -p assent-bench >&2
+# NO_BUILD=1 uses the binaries already in target/release.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p assent -p assent-bench >&2
 ASSENT=target/release/assent
 BENCH=target/release/assent-bench
 PORT=${PORT:-18080}
@@ -73,16 +75,17 @@ print(json.dumps({"median_of": len(runs), **{k: statistics.median(r[k] for r in 
 PY
 }
 
+RUNS=${RUNS:-3}
 run3() {  # name, then the command that prints one JSON line per run
     local name=$1; shift
     local file="bench/results/$name.jsonl"
     : >"$file"
-    for i in 1 2 3; do
+    for _ in $(seq "$RUNS"); do
         start_server
         "$@" | tee -a "$file"
         stop_server
     done
-    echo "median $name: $(median "$file" 3)"
+    echo "median $name: $(median "$file" "$RUNS")"
 }
 
 ingest() { run3 ingest "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20; }
@@ -96,6 +99,33 @@ reads()  { run3 reads reads_once; }
 raw_once() { rm -rf "$WORK/raw"; "$BENCH" raw --dir "$WORK/raw" --events 1000000 --users 10000 --writers 8; }
 raw()    { run3 raw raw_once; }
 parse()  { "$BENCH" parse | tee bench/results/parse.jsonl; }
+
+# Webhooks. The server may deliver to the bench's receiver on loopback only when told so.
+# deliveries: one integration; batches of 100 events over 10,000 users until 100,000 changes
+# are expected, then the rate at which the receiver gets them (first to last).
+deliveries() {
+    local -x ASSENT_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8
+    run3 deliveries "$BENCH" deliveries --url "$URL" --users 10000 --clients 8 --batch 100 --changes 100000
+}
+# ingest-integrations: the ingest scenario without integrations, then with 3 webhook
+# integrations pointing at a receiver that answers 200 at once; both medians and the ratio.
+ingest-integrations() {
+    local -x ASSENT_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8
+    local args=(--url "$URL" --users 10000 --clients 8 --batch 100 --seconds "${SECONDS_PER_RUN:-20}")
+    run3 ingest-0-integrations "$BENCH" ingest "${args[@]}"
+    run3 ingest-3-integrations "$BENCH" ingest "${args[@]}" --integrations 3
+    python3 - "$RUNS" <<'PY'
+import json, statistics, sys
+n = int(sys.argv[1])
+def med(name):
+    runs = [json.loads(l) for l in open(f"bench/results/{name}.jsonl") if l.strip()][-n:]
+    return statistics.median(r["events_per_s"] for r in runs)
+none, three = med("ingest-0-integrations"), med("ingest-3-integrations")
+print(json.dumps({"scenario": "ingest-integrations", "median_of": n, "events_per_s_0": none,
+                  "events_per_s_3": three, "ratio": round(three / none, 3),
+                  "drop_pct": round(100 * (1 - three / none), 1)}))
+PY
+}
 
 # A store of 10 million events over 100,000 users: ingest time, bytes per event, RSS, and read
 # latency before (100,000 users, one event each) and after.

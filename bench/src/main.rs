@@ -2,6 +2,8 @@
 //! against a release server and keeps the median of three runs.
 
 mod http;
+mod integrations;
+mod receiver;
 mod workload;
 
 /// mimalloc: the write path allocates per event, and glibc's allocator spent a third of the
@@ -34,6 +36,10 @@ enum Scenario {
     Raw(RawArgs),
     /// Request parsing and validation alone, on one core.
     Parse,
+    /// Webhook deliveries: a receiver, one integration pointing at it, events written until
+    /// `--changes` changes are expected, then the rate at which they arrive (the server must
+    /// allow loopback: `ASSENT_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8`).
+    Deliveries(DeliveriesArgs),
 }
 
 /// Where the server is and how to log in.
@@ -76,6 +82,32 @@ struct IngestArgs {
     /// Event ids: `none` (the server makes them), `v7` or `v4` (client ids).
     #[arg(long, default_value = "none")]
     ids: String,
+    /// Before the load, start a webhook receiver that answers 200 at once and create this
+    /// many `webhook-http` integrations pointing at it (the server must allow loopback:
+    /// `ASSENT_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8`).
+    #[arg(long, default_value_t = 0)]
+    integrations: usize,
+}
+
+#[derive(Args, Clone)]
+struct DeliveriesArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Changes to deliver (events are written until that many are expected).
+    #[arg(long, default_value_t = 100_000)]
+    changes: u64,
+    /// Concurrent writing clients (one connection each).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Give up when no delivery arrived for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    stall: u64,
+    /// Give up when deliveries are still missing this many seconds after the end of ingest.
+    #[arg(long, default_value_t = 600)]
+    max_wait: u64,
 }
 
 #[derive(Args, Clone)]
@@ -189,6 +221,7 @@ async fn main() {
         Scenario::Reads(args) => workload::reads(args).await,
         Scenario::Raw(args) => workload::raw(args).await,
         Scenario::Parse => workload::parse(),
+        Scenario::Deliveries(args) => integrations::deliveries(args).await,
     }
 }
 

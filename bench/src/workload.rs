@@ -1,6 +1,8 @@
 //! The scenarios.
 
 use crate::http::{Conn, login};
+use crate::integrations::create_webhook;
+use crate::receiver::Receiver;
 use crate::{IngestArgs, RawArgs, ReadArgs, Tally, Target, report, run_clients};
 use assent_model::event::{ParseContext, parse_batch};
 use assent_model::{OrganizationId, Timestamp};
@@ -55,17 +57,31 @@ fn event_json(rng: &mut SmallRng, n: usize, with_id: bool) -> String {
 
 /// A request body of `batch` events for random users (an object when `batch` is 1).
 fn body(rng: &mut SmallRng, users: usize, batch: usize, with_id: bool) -> Vec<u8> {
+    body_with_changes(rng, users, batch, with_id).0
+}
+
+/// [`body`], and the changes its request makes for each integration: one `event.created` per
+/// event and one `user.created` or `user.updated` per distinct user.
+pub fn body_with_changes(
+    rng: &mut SmallRng,
+    users: usize,
+    batch: usize,
+    with_id: bool,
+) -> (Vec<u8>, u64) {
     if batch == 1 {
         let n = rng.random_range(0..users);
-        return event_json(rng, n, with_id).into_bytes();
+        return (event_json(rng, n, with_id).into_bytes(), 2);
     }
+    let mut distinct = std::collections::HashSet::new();
     let events: Vec<String> = (0..batch)
         .map(|_| {
             let n = rng.random_range(0..users);
+            distinct.insert(n);
             event_json(rng, n, with_id)
         })
         .collect();
-    format!("[{}]", events.join(",")).into_bytes()
+    let changes = (batch + distinct.len()) as u64;
+    (format!("[{}]", events.join(",")).into_bytes(), changes)
 }
 
 /// Writes fresh ids over the placeholders of `body`.
@@ -95,18 +111,32 @@ fn events_path(org: &str) -> String {
 pub async fn ingest(scenario: &'static str, args: IngestArgs) {
     let t = &args.target;
     let token = Arc::new(login(&t.url_for(0), &t.key, &t.secret).await);
+    // Webhook integrations, all pointing at one receiver that answers 200 at once.
+    let receiver = if args.integrations > 0 {
+        let receiver = Receiver::start(false).await;
+        for i in 0..args.integrations {
+            let url = format!("{}/hook/{i}", receiver.base);
+            create_webhook(&t.url_for(0), &t.org, &token, &url).await;
+        }
+        Some(receiver)
+    } else {
+        None
+    };
     let with_id = args.ids != "none";
     let v4 = args.ids == "v4";
     let mut rng = SmallRng::seed_from_u64(7);
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+    let bodies: Arc<Vec<(Vec<u8>, u64)>> = Arc::new(
         (0..512)
-            .map(|_| body(&mut rng, t.users, args.batch, with_id))
+            .map(|_| body_with_changes(&mut rng, t.users, args.batch, with_id))
             .collect(),
     );
     let sent = Arc::new(AtomicU64::new(0));
+    // Changes made by the answered requests, per integration.
+    let changes = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let (tallies, elapsed) = run_clients(args.clients, deadline, |i, deadline| {
-        let (token, bodies, sent) = (token.clone(), bodies.clone(), sent.clone());
+        let (token, bodies, sent, changes) =
+            (token.clone(), bodies.clone(), sent.clone(), changes.clone());
         let (url, path, batch, total) = (
             t.url_for(i),
             events_path(&t.org),
@@ -123,7 +153,8 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
                     None if Instant::now() >= deadline => break,
                     _ => {}
                 }
-                let mut b = bodies[k % bodies.len()].clone();
+                let (b, body_changes) = &bodies[k % bodies.len()];
+                let mut b = b.clone();
                 k += 7;
                 if with_id {
                     stamp_ids(&mut b, v4);
@@ -137,6 +168,7 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
                 if status.is_success() {
                     tally.ok += 1;
                     tally.events += batch;
+                    changes.fetch_add(*body_changes, Ordering::Relaxed);
                 } else {
                     tally.errors += 1;
                 }
@@ -145,12 +177,14 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
         }
     })
     .await;
-    report(
-        scenario,
-        tallies,
-        elapsed,
-        serde_json::json!({"clients": args.clients, "batch": args.batch, "users": t.users, "ids": args.ids}),
-    );
+    let mut extra = serde_json::json!({"clients": args.clients, "batch": args.batch, "users": t.users, "ids": args.ids});
+    if let Some(receiver) = receiver {
+        let changes = changes.load(Ordering::Relaxed);
+        extra["integrations"] = args.integrations.into();
+        extra["deliveries_expected"] = (changes * args.integrations as u64).into();
+        extra["deliveries_during_load"] = receiver.stats.count().into();
+    }
+    report(scenario, tallies, elapsed, extra);
 }
 
 /// Creates users `0..users`, one event each, in batches of 100 from 8 clients.
