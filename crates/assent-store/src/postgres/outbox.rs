@@ -398,9 +398,11 @@ pub async fn claim(
                      SELECT d.ord FROM deliveries d
                      WHERE d.org_id = $1 AND d.integration_id = $2 AND d.status < 2
                        AND d.next_at <= $3 AND d.lease_until <= $3
-                       AND NOT EXISTS (SELECT 1 FROM deliveries e
-                           WHERE e.org_id = d.org_id AND e.integration_id = d.integration_id
-                             AND e.user_key = d.user_key AND e.status < 2 AND e.ord < d.ord)
+                       -- The oldest unfinished delivery of its user: a scalar subquery, so
+                       -- each probe binds the user whatever the planner thinks of the table.
+                       AND d.ord = (SELECT min(e.ord) FROM deliveries e
+                           WHERE e.org_id = $1 AND e.integration_id = $2
+                             AND e.user_key = d.user_key AND e.status < 2)
                      ORDER BY d.ord LIMIT $4 FOR UPDATE SKIP LOCKED)
                  UPDATE deliveries d SET lease_until = $5
                  FROM due WHERE d.org_id = $1 AND d.integration_id = $2 AND d.ord = due.ord
