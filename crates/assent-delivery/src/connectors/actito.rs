@@ -27,7 +27,7 @@
 //! status becomes a subscription, and a mapping without one is left out, so Actito keeps
 //! what it had.
 
-use super::{ConnectorState, Sent, user_change};
+use super::{ConnectorState, Sent, change_to_send};
 use crate::http::{OutboundClient, OutboundRequest};
 use crate::webhook::Failure;
 use assent_model::integration::Integration;
@@ -201,12 +201,8 @@ pub async fn send(
     integration: &Integration,
     due: &DueDelivery,
 ) -> Result<Sent, Failure> {
-    let change = match user_change(due.delivery.kind, &due.body)? {
-        Ok(change) => change,
-        Err(reason) => {
-            tracing::debug!(integration = %integration.id, delivery = %due.delivery.id, reason, "nothing to send to Actito");
-            return Ok(Sent::Nothing);
-        }
+    let Some(change) = change_to_send(integration, due, "Actito")? else {
+        return Ok(Sent::Nothing);
     };
     let api_key = required(
         integration.credential("private_api_key"),

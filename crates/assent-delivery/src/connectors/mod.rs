@@ -25,7 +25,8 @@ pub mod mparticle;
 
 use crate::webhook::Failure;
 use assent_model::Timestamp;
-use assent_model::integration::{ChangeKind, PathKeys};
+use assent_model::integration::{ChangeKind, Integration, PathKeys};
+use assent_store::integrations::DueDelivery;
 use assent_model::user::UserView;
 use serde::Deserialize;
 use serde_json::Value;
@@ -85,8 +86,24 @@ struct UserParameters {
     new_entity: Option<UserView>,
 }
 
+/// The user change of `due` that a connector has something to send for, or `None` (logged at
+/// debug) when there is nothing to send to `destination`.
+pub(crate) fn change_to_send(
+    integration: &Integration,
+    due: &DueDelivery,
+    destination: &str,
+) -> Result<Option<UserChange>, Failure> {
+    match user_change(due.delivery.kind, &due.body)? {
+        Ok(change) => Ok(Some(change)),
+        Err(reason) => {
+            tracing::debug!(integration = %integration.id, delivery = %due.delivery.id, reason, "nothing to send to {destination}");
+            Ok(None)
+        }
+    }
+}
+
 /// The user change of a delivery, or why there is nothing to send for it.
-pub(crate) fn user_change(
+fn user_change(
     kind: ChangeKind,
     body: &[u8],
 ) -> Result<Result<UserChange, &'static str>, Failure> {

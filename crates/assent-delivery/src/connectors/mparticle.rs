@@ -23,7 +23,7 @@
 //! put there. `source_request_id` is the delivery id, the same on every retry. mParticle
 //! answers `202 Accepted`; `429` and `503` come with `Retry-After`, which is honoured.
 
-use super::{ConnectorState, Sent, user_change};
+use super::{ConnectorState, Sent, change_to_send};
 use crate::http::{OutboundClient, OutboundRequest};
 use crate::webhook::Failure;
 use assent_model::integration::Integration;
@@ -73,12 +73,8 @@ pub async fn send(
     integration: &Integration,
     due: &DueDelivery,
 ) -> Result<Sent, Failure> {
-    let change = match user_change(due.delivery.kind, &due.body)? {
-        Ok(change) => change,
-        Err(reason) => {
-            tracing::debug!(integration = %integration.id, delivery = %due.delivery.id, reason, "nothing to send to mParticle");
-            return Ok(Sent::Nothing);
-        }
+    let Some(change) = change_to_send(integration, due, "mParticle")? else {
+        return Ok(Sent::Nothing);
     };
     let (Some(key), Some(secret)) = (
         integration.credential("api_key"),

@@ -181,6 +181,17 @@ async fn webhook(api: &Api, url: &str, extra: Value) -> (String, String) {
     )
 }
 
+/// Creates a webhook integration for `receiver` that takes `event.created` only; returns its id.
+async fn event_hook(api: &Api, receiver: &Receiver) -> String {
+    webhook(
+        api,
+        &receiver.url(),
+        json!({"event_types": ["event.created"]}),
+    )
+    .await
+    .0
+}
+
 fn event_for(user: &str, purpose: &str, enabled: bool) -> Value {
     json!({
         "user": {"organization_user_id": user},
@@ -415,12 +426,7 @@ async fn a_flaky_receiver_gets_every_change_once_in_order_per_user(#[case] backe
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Flaky).await;
-    webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    event_hook(&api, &receiver).await;
     let mut sent: Vec<(String, String)> = Vec::new();
     for i in 0..30 {
         let user = format!("u{}", i % 3);
@@ -510,12 +516,7 @@ async fn exhausted_deliveries_are_parked_and_retried_on_request(#[case] backend:
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Status(500)).await;
-    let (id, _) = webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    let id = event_hook(&api, &receiver).await;
     api.event(event_for("dave", "news", true)).await;
     // The test schedule retries three times, then parks.
     let page = wait_deliveries(&api, &id, "parked", 1, Duration::from_secs(15)).await;
@@ -568,12 +569,7 @@ async fn gone_disables_the_integration(#[case] backend: Backend) {
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Status(410)).await;
-    let (id, _) = webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    let id = event_hook(&api, &receiver).await;
     api.event(event_for("erin", "news", true)).await;
     wait_deliveries(&api, &id, "parked", 1, Duration::from_secs(10)).await;
     let (_, integration) = api.get(&format!("/v1/marketplace/integrations/{id}")).await;
@@ -600,12 +596,7 @@ async fn retry_after_is_honoured(#[case] backend: Backend) {
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::RetryAfterOnce).await;
-    webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    event_hook(&api, &receiver).await;
     api.event(event_for("fay", "news", true)).await;
     receiver
         .wait_for(Duration::from_secs(10), |got| got.len() == 1)
@@ -628,12 +619,7 @@ async fn a_hanging_receiver_times_out_and_is_retried(#[case] backend: Backend) {
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Hang).await;
-    let (id, _) = webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    let id = event_hook(&api, &receiver).await;
     api.event(event_for("gus", "news", true)).await;
     let page = wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
     let attempt = &page["data"][0]["attempts"][0];
@@ -665,12 +651,7 @@ async fn private_addresses_are_refused_unless_allowed(#[case] backend: Backend) 
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Ok).await;
-    let (id, _) = webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    let id = event_hook(&api, &receiver).await;
     api.event(event_for("hal", "news", true)).await;
     let page = wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
     let error = page["data"][0]["attempts"][0]["error"].as_str().unwrap();
@@ -865,12 +846,7 @@ async fn deliveries_survive_a_restart(#[case] backend: Backend) {
     };
     let api = server.client().await;
     let receiver = Receiver::start(Mode::Status(503)).await;
-    let (id, _) = webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    let id = event_hook(&api, &receiver).await;
     let event = api.event(event_for("kim", "news", true)).await;
     wait_deliveries(&api, &id, "retrying", 1, Duration::from_secs(10)).await;
     let server = server.restart().await;
@@ -915,12 +891,7 @@ async fn sigkill_during_deliveries_loses_nothing_and_repeats_at_most_once() {
         http: http.clone(),
     };
     let receiver = Receiver::start(Mode::Slow(20)).await;
-    webhook(
-        &api,
-        &receiver.url(),
-        json!({"event_types": ["event.created"]}),
-    )
-    .await;
+    event_hook(&api, &receiver).await;
 
     let mut sent = BTreeSet::new();
     let mut process = Some(process);
