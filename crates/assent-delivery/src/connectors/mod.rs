@@ -26,8 +26,8 @@ pub mod mparticle;
 use crate::webhook::Failure;
 use assent_model::Timestamp;
 use assent_model::integration::{ChangeKind, Integration, PathKeys};
-use assent_store::integrations::DueDelivery;
 use assent_model::user::UserView;
+use assent_store::integrations::DueDelivery;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -103,10 +103,7 @@ pub(crate) fn change_to_send(
 }
 
 /// The user change of a delivery, or why there is nothing to send for it.
-fn user_change(
-    kind: ChangeKind,
-    body: &[u8],
-) -> Result<Result<UserChange, &'static str>, Failure> {
+fn user_change(kind: ChangeKind, body: &[u8]) -> Result<Result<UserChange, &'static str>, Failure> {
     if !matches!(kind, ChangeKind::UserCreated | ChangeKind::UserUpdated) {
         return Ok(Err(match kind {
             ChangeKind::UserDeleted => "user.deleted changes are not sent to connectors",
