@@ -5,8 +5,10 @@ use crate::error::{DomainError, FieldErrors};
 use crate::ids::{EventId, OrganizationId, Regulation, parse_country};
 use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::limits::{MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS};
+use crate::proof::ProofFile;
 use crate::status::{Stamp, VendorsView};
 use crate::time::Timestamp;
+use crate::token::ConsentGrant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -126,6 +128,9 @@ pub struct EventInput {
     pub body_json: Vec<u8>,
     /// Parameters for generating a TCF string (`iab`), not stored.
     pub iab: Option<Value>,
+    /// Proof files sent inside the event (`proofs`); their ids are already in
+    /// `body.proofs_id`, and the server stores the files before the event.
+    pub proofs: Vec<ProofFile>,
 }
 
 /// What a parse needs to know beyond the body.
@@ -227,18 +232,18 @@ impl EventInput {
             None | Some(Value::Null) => Consents::default(),
             Some(v) => parse_consents(v, f.child("consents"), errors),
         };
-        if f.array("proofs", errors).is_some_and(|p| !p.is_empty()) {
-            errors.add(
-                f.child("proofs"),
-                "uploading proofs inside an event is not supported by this server; \
-                 reference stored proofs with proofs_id",
-            );
+        let proofs = parse_proofs(&f, errors);
+        let mut proofs_id = f.identifier_list("proofs_id", errors);
+        for proof in &proofs {
+            if !proofs_id.contains(&proof.id) {
+                proofs_id.push(proof.id.clone());
+            }
         }
         let body = EventBody {
             metadata: f.metadata("metadata", errors),
             user,
             consents,
-            proofs_id: f.identifier_list("proofs_id", errors),
+            proofs_id,
             delegate: f
                 .get("delegate")
                 .filter(|v| !v.is_null())
@@ -268,7 +273,30 @@ impl EventInput {
             body,
             body_json,
             iab,
+            proofs,
         })
+    }
+
+    /// Applies what a consent token grants to an event it creates: the token's user, event
+    /// metadata, user metadata and delegate (the token's values win over the event's).
+    pub fn apply_grant(&mut self, grant: &ConsentGrant) {
+        let body = &mut self.body;
+        body.user.organization_user_id = Some(grant.organization_user_id.clone());
+        if let Some(extra) = &grant.event_metadata {
+            body.metadata
+                .get_or_insert_with(Metadata::new)
+                .extend(extra.clone());
+        }
+        if let Some(extra) = &grant.user_metadata {
+            body.user
+                .metadata
+                .get_or_insert_with(Metadata::new)
+                .extend(extra.clone());
+        }
+        if let Some(delegate) = &grant.delegate {
+            body.delegate = Some(delegate.clone());
+        }
+        self.body_json = serde_json::to_vec(&self.body).unwrap_or_default();
     }
 
     /// True when `stored` holds the same content as this input, so that a replay of the same
@@ -388,7 +416,36 @@ fn parse_user_ref(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> Us
     user
 }
 
-fn parse_delegate(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -> Option<Delegate> {
+/// Reads the `proofs` data URIs of an event.
+fn parse_proofs(f: &Fields<'_, '_>, errors: &mut FieldErrors) -> Vec<ProofFile> {
+    let Some(items) = f.array("proofs", errors) else {
+        return Vec::new();
+    };
+    let path = f.child("proofs");
+    let mut proofs = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = path.index(i).to_string();
+        match item.as_str() {
+            None => errors.add(
+                &at,
+                format!("must be a data URI string, not {}", type_name(item)),
+            ),
+            Some(uri) => match ProofFile::from_data_uri(uri, &at) {
+                Ok(proof) => proofs.push(proof),
+                Err(DomainError::Invalid { errors: found, .. }) => errors.extend(found),
+                Err(other) => errors.add(&at, other.to_string()),
+            },
+        }
+    }
+    proofs
+}
+
+/// Reads a `delegate` object.
+pub(crate) fn parse_delegate(
+    value: &Value,
+    path: Path<'_>,
+    errors: &mut FieldErrors,
+) -> Option<Delegate> {
     let f = Fields::of(value, path, &["id", "name", "metadata"], errors)?;
     let id = f.identifier("id", errors);
     if f.get("id").is_none_or(Value::is_null) {
@@ -414,6 +471,8 @@ pub struct EventPatch {
     pub proofs_id: Option<Vec<String>>,
     /// A new delegate.
     pub delegate: Option<Delegate>,
+    /// Proof files sent with the patch; their ids are added to the event's `proofs_id`.
+    pub proofs: Vec<ProofFile>,
 }
 
 impl EventPatch {
@@ -447,15 +506,7 @@ impl EventPatch {
             .get("proofs_id")
             .filter(|v| !v.is_null())
             .map(|_| f.identifier_list("proofs_id", &mut errors));
-        if f.array("proofs", &mut errors)
-            .is_some_and(|p| !p.is_empty())
-        {
-            errors.add(
-                "proofs",
-                "uploading proofs inside an event is not supported by this server; \
-                 reference stored proofs with proofs_id",
-            );
-        }
+        let proofs = parse_proofs(&f, &mut errors);
         let delegate = f
             .get("delegate")
             .filter(|v| !v.is_null())
@@ -467,6 +518,7 @@ impl EventPatch {
             consents,
             proofs_id,
             delegate,
+            proofs,
         })
     }
 
@@ -481,6 +533,11 @@ impl EventPatch {
         }
         if let Some(proofs_id) = &self.proofs_id {
             body.proofs_id = proofs_id.clone();
+        }
+        for proof in &self.proofs {
+            if !body.proofs_id.contains(&proof.id) {
+                body.proofs_id.push(proof.id.clone());
+            }
         }
         if let Some(delegate) = &self.delegate {
             body.delegate = Some(delegate.clone());

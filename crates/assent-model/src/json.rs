@@ -81,7 +81,9 @@ fn walk_bounds(value: &Value, path: Path<'_>, depth: usize, errors: &mut FieldEr
         return;
     }
     match value {
-        Value::String(s) if s.len() > MAX_STRING_BYTES => {
+        // Proof files (data URIs under `proofs`) are bounded by the body size and the proof
+        // limit instead.
+        Value::String(s) if s.len() > MAX_STRING_BYTES && !is_proof_item(&path) => {
             errors.add(
                 path.shown(),
                 format!("is {} bytes long; the limit is {MAX_STRING_BYTES}", s.len()),
@@ -103,6 +105,11 @@ fn walk_bounds(value: &Value, path: Path<'_>, depth: usize, errors: &mut FieldEr
         }
         _ => {}
     }
+}
+
+/// True when `path` is an item of a `proofs` array (`proofs[0]`, `[3].proofs[1]`).
+fn is_proof_item(path: &Path<'_>) -> bool {
+    matches!(path, Path::Index(parent, _) if matches!(parent, Path::Key(_, "proofs")))
 }
 
 /// A JSON object being read field by field. Fields that are never read are reported as unknown

@@ -14,9 +14,11 @@ pub mod inbound;
 pub mod integration;
 pub mod json;
 pub mod limits;
+pub mod proof;
 pub mod query;
 pub mod status;
 pub mod time;
+pub mod token;
 pub mod user;
 
 pub use error::{DomainError, FieldErrors};

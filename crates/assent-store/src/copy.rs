@@ -40,6 +40,10 @@ pub struct CopyReport {
     pub events: u64,
     /// Integrations of the source's organizations in the target.
     pub integrations: u64,
+    /// Secrets of the source's organizations in the target.
+    pub secrets: u64,
+    /// Proof files of the source's organizations in the target.
+    pub proofs: u64,
     /// True when the copy continued an interrupted one.
     pub resumed: bool,
 }
@@ -298,6 +302,100 @@ async fn copy(
         });
     }
 
+    // Secrets, proofs and their references: copied whole, idempotently, one row at a time (a
+    // proof may be large).
+    {
+        let mut stmt = src
+            .prepare(
+                "SELECT org_key, id, name, description, secret_hash, version, created_at, updated_at
+                 FROM secrets",
+            )
+            .map_err(sqlite)?;
+        type Row = (i64, String, String, Option<String>, String, i64, i64, i64);
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        for (org_key, id, name, description, hash, version, created_at, updated_at) in &rows {
+            client
+                .execute(
+                    "INSERT INTO secrets (org_id, id, name, description, secret_hash, version, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    &[
+                        &orgs[org_key],
+                        id,
+                        name,
+                        description,
+                        hash,
+                        version,
+                        created_at,
+                        updated_at,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+        }
+        let total = count(&src, "proofs")?;
+        let mut stmt = src
+            .prepare("SELECT org_key, id, size, body, created_at FROM proofs ORDER BY proof_key")
+            .map_err(sqlite)?;
+        let mut proofs = stmt.query([]).map_err(sqlite)?;
+        let mut done = 0;
+        while let Some(r) = proofs.next().map_err(sqlite)? {
+            let (org_key, id, size, body, created_at): (i64, String, i64, Vec<u8>, i64) = (
+                r.get(0).map_err(sqlite)?,
+                r.get(1).map_err(sqlite)?,
+                r.get(2).map_err(sqlite)?,
+                r.get(3).map_err(sqlite)?,
+                r.get(4).map_err(sqlite)?,
+            );
+            client
+                .execute(
+                    "INSERT INTO proofs (org_id, id, size, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[&orgs[&org_key], &id, &size, &body, &created_at],
+                )
+                .await
+                .map_err(db)?;
+            done += 1;
+            progress(Progress {
+                phase: "proofs",
+                done,
+                total,
+            });
+        }
+        let mut stmt = src
+            .prepare("SELECT org_key, user_key, proof_id FROM proof_refs")
+            .map_err(sqlite)?;
+        let refs: Vec<(i64, i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        for (org_key, user_key, proof_id) in &refs {
+            client
+                .execute(
+                    "INSERT INTO proof_refs (org_id, user_key, proof_id) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&orgs[org_key], user_key, proof_id],
+                )
+                .await
+                .map_err(db)?;
+        }
+    }
+
     // Users, by key.
     let total_users = count(&src, "users")?;
     let (mut after, mut done) = position("users");
@@ -449,6 +547,8 @@ async fn copy(
         users: counted("SELECT count(*) FROM users WHERE org_id = ANY($1)").await?,
         events: counted("SELECT count(*) FROM events WHERE org_id = ANY($1)").await?,
         integrations: counted("SELECT count(*) FROM integrations WHERE org_id = ANY($1)").await?,
+        secrets: counted("SELECT count(*) FROM secrets WHERE org_id = ANY($1)").await?,
+        proofs: counted("SELECT count(*) FROM proofs WHERE org_id = ANY($1)").await?,
         resumed,
     };
     let expected = CopyReport {
@@ -457,6 +557,8 @@ async fn copy(
         users: total_users,
         events: total_events,
         integrations: count(&src, "integrations")?,
+        secrets: count(&src, "secrets")?,
+        proofs: count(&src, "proofs")?,
         resumed,
     };
     if report != expected {

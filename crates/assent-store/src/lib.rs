@@ -78,6 +78,31 @@ pub struct ApiKey {
     pub updated_at: Timestamp,
 }
 
+/// A secret of an organization (`/v1/secrets`). The value itself is shown once, when it is
+/// made; only its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// The secret's id.
+    pub id: String,
+    /// The organization that owns it.
+    pub organization_id: OrganizationId,
+    /// A name to recognise it by.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The SHA-256 of the value, in hex.
+    pub secret_hash: String,
+    /// Revision number, 1 when made and one more at each change.
+    pub version: i64,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Most secrets an organization may hold.
+pub const MAX_SECRETS_PER_ORGANIZATION: u64 = 300;
+
 /// One page of users and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsersPage {
@@ -111,6 +136,53 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finds an API key by its public key string.
     async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// The API keys of an organization, oldest first.
+    async fn list_api_keys(&self, org: &OrganizationId) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// One API key of an organization, by id.
+    async fn get_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError>;
+
+    /// Saves the name, the enabled flag and the update time of a stored key.
+    async fn update_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError>;
+
+    /// Deletes an API key; returns it as it was.
+    async fn delete_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError>;
+
+    /// Stores a new secret, unless the organization already holds
+    /// [`MAX_SECRETS_PER_ORGANIZATION`] (409).
+    async fn create_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError>;
+
+    /// The secrets of an organization, oldest first.
+    async fn list_secrets(&self, org: &OrganizationId) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// One secret by id.
+    async fn get_secret(&self, org: &OrganizationId, id: &str) -> Result<SecretRecord, StoreError>;
+
+    /// Saves a changed secret whose `version` is one more than the stored one; 409 when the
+    /// stored version moved meanwhile.
+    async fn update_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError>;
+
+    /// Deletes a secret; returns it as it was.
+    async fn delete_secret(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<SecretRecord, StoreError>;
+
+    /// Stores proof files (content-addressed: a file already stored is kept as it is).
+    async fn put_proofs(
+        &self,
+        org: &OrganizationId,
+        proofs: Vec<assent_model::proof::ProofFile>,
+    ) -> Result<(), StoreError>;
+
+    /// One proof file by id.
+    async fn get_proof(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<assent_model::proof::ProofFile, StoreError>;
 
     /// Appends events (one request: all or nothing) and folds them into their users.
     /// Returns the stored events in input order; replays of stored ids return the stored event.
@@ -201,7 +273,8 @@ pub trait Store: Send + Sync + 'static {
         options: WriteOptions,
     ) -> Result<UserRecord, StoreError>;
 
-    /// Erases a user with all its events; returns the user as it was.
+    /// Erases a user with all its events, and the proofs of those events that no other user's
+    /// events reference; returns the user as it was.
     async fn delete_user(
         &self,
         org: &OrganizationId,

@@ -105,10 +105,12 @@ async fn copy(from: &str, to: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     println!(
-        "Copied {} organizations, {} API keys, {} integrations, {} users and {} events in {:.1} s{}; counts verified.",
+        "Copied {} organizations, {} API keys, {} integrations, {} secrets, {} proofs, {} users and {} events in {:.1} s{}; counts verified.",
         report.organizations,
         report.api_keys,
         report.integrations,
+        report.secrets,
+        report.proofs,
         report.users,
         report.events,
         started.elapsed().as_secs_f64(),

@@ -8,6 +8,7 @@
 //! once store one event. A transaction that loses a race (a user created or an id stored by
 //! another node in the meantime, a deadlock) is retried from the start.
 
+mod admin;
 mod fold;
 mod outbox;
 mod read;
@@ -17,9 +18,10 @@ mod write;
 pub use schema::SCHEMA_VERSION;
 
 use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
-use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions};
+use crate::{ApiKey, SecretRecord, Store, StoreError, UsersPage, WriteOptions};
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
+use assent_model::proof::ProofFile;
 use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
@@ -259,6 +261,64 @@ impl Store for PgStore {
     async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
         let client = self.client().await?;
         read::api_key(&client, key).await
+    }
+
+    async fn list_api_keys(&self, org: &OrganizationId) -> Result<Vec<ApiKey>, StoreError> {
+        admin::list_keys(&self.client().await?, org).await
+    }
+
+    async fn get_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError> {
+        admin::get_key(&self.client().await?, org, id).await
+    }
+
+    async fn update_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError> {
+        admin::update_key(&self.client().await?, &key).await?;
+        Ok(key)
+    }
+
+    async fn delete_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError> {
+        admin::delete_key(&self.client().await?, org, id).await
+    }
+
+    async fn create_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError> {
+        admin::create_secret(&mut self.client().await?, &secret).await?;
+        Ok(secret)
+    }
+
+    async fn list_secrets(&self, org: &OrganizationId) -> Result<Vec<SecretRecord>, StoreError> {
+        admin::list_secrets(&self.client().await?, org).await
+    }
+
+    async fn get_secret(&self, org: &OrganizationId, id: &str) -> Result<SecretRecord, StoreError> {
+        admin::get_secret(&self.client().await?, org, id).await
+    }
+
+    async fn update_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError> {
+        admin::update_secret(&self.client().await?, &secret).await?;
+        Ok(secret)
+    }
+
+    async fn delete_secret(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<SecretRecord, StoreError> {
+        admin::delete_secret(&self.client().await?, org, id).await
+    }
+
+    async fn put_proofs(
+        &self,
+        org: &OrganizationId,
+        proofs: Vec<ProofFile>,
+    ) -> Result<(), StoreError> {
+        if proofs.is_empty() {
+            return Ok(());
+        }
+        admin::put_proofs(&self.client().await?, org, &proofs).await
+    }
+
+    async fn get_proof(&self, org: &OrganizationId, id: &str) -> Result<ProofFile, StoreError> {
+        admin::get_proof(&self.client().await?, org, id).await
     }
 
     async fn append_events(

@@ -1,6 +1,7 @@
 //! Writes: each is one transaction, retried from the start when it loses a race with another
 //! node (a user or an event id created concurrently, a deadlock, a serialization failure).
 
+use super::admin;
 use super::db;
 use super::outbox::{USER_CHANGES, announce};
 use super::read::{self, PgUser};
@@ -525,6 +526,12 @@ async fn append_tx(
         if inserted as usize != fresh.len() {
             return Err(TxError::Retry); // an id was stored by another node meanwhile
         }
+        let (ref_keys, ref_ids): (Vec<i64>, Vec<&str>) = fresh
+            .iter()
+            .zip(&keys)
+            .flat_map(|(e, k)| e.body.proofs_id.iter().map(move |p| (*k, p.as_str())))
+            .unzip();
+        admin::reference_proofs(tx, org, &ref_keys, &ref_ids).await?;
         // A request moves a user's version by one: users it created or re-identified already
         // moved; the others move with their first confirmed event of the request.
         let mut moved: std::collections::HashSet<i64> = real
@@ -772,6 +779,9 @@ pub async fn patch_event(
                 &[&org.as_str(), &id.as_str(), &status, &now.millis(), &body],
             )
             .await?;
+            let proof_ids: Vec<&str> = event.body.proofs_id.iter().map(String::as_str).collect();
+            let owners = vec![user.key; proof_ids.len()];
+            admin::reference_proofs(&tx, org, &owners, &proof_ids).await?;
             refold(&tx, &mut user, now).await?;
             let mut changes = vec![(user.key, Change::event_updated(&old_event, &event))];
             if let Some(old) = old_user {
@@ -1051,6 +1061,7 @@ pub async fn delete_user(
             let mut user = retry(read::user(&tx, org, selector, true).await)?
                 .ok_or_else(|| TxError::Fail(StoreError::Domain(selector.not_found())))?;
             absorb_pending(&tx, &mut user).await?;
+            admin::erase_proofs_of(&tx, org, user.key).await?;
             tx.execute(
                 "DELETE FROM events WHERE org_id = $1 AND user_key = $2",
                 &[&org.as_str(), &user.key],

@@ -1,6 +1,7 @@
 //! The embedded SQLite store: one file in a data directory, one writer thread with group
 //! commit, a pool of read connections.
 
+mod admin;
 mod cache;
 pub(crate) mod codec;
 mod outbox;
@@ -14,9 +15,12 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::WriterConfig;
 
 use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
-use crate::{ApiKey, Store, StoreError, UsersPage, WriteOptions, decode_cursor, encode_cursor};
+use crate::{
+    ApiKey, SecretRecord, Store, StoreError, UsersPage, WriteOptions, decode_cursor, encode_cursor,
+};
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
+use assent_model::proof::ProofFile;
 use assent_model::query::{EventsQuery, Page, UsersQuery};
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
@@ -34,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 use tokio::sync::{Semaphore, oneshot};
-use writer::{Command, Job, Reply, Writer};
+use writer::{AdminOp, Command, Job, Reply, Writer};
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "assent.db";
@@ -289,6 +293,50 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `f` on the writer's connection, in its transaction, with the key of `org`
+    /// (created if needed).
+    async fn admin_write<T, F>(&self, org: &OrganizationId, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+    {
+        let op = AdminOp(Box::new(move |conn, org_key| {
+            f(conn, org_key).map(|t| Box::new(t) as Box<dyn std::any::Any + Send>)
+        }));
+        match self
+            .submit(Command::Admin {
+                org: org.clone(),
+                op,
+            })
+            .await?
+        {
+            Reply::Admin(any) => any
+                .downcast::<T>()
+                .map(|t| *t)
+                .map_err(|_| StoreError::Internal("unexpected answer from the writer".into())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs `f` on a reader with the key of `org`, or answers `absent` when the organization
+    /// has never been stored.
+    async fn admin_read<T, F>(&self, org: &OrganizationId, absent: T, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+    {
+        let org = org.clone();
+        self.read(
+            move |conn, shared| match read::org_key(conn, shared, &org)? {
+                Some(org_key) => f(conn, org_key),
+                None => Ok(absent),
+            },
+        )
+        .await
+    }
+}
+
 fn unexpected(reply: Reply) -> StoreError {
     StoreError::Internal(format!("unexpected writer reply {reply:?}"))
 }
@@ -386,6 +434,104 @@ impl Store for SqliteStore {
     async fn find_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
         let key = key.to_owned();
         self.read(move |conn, _| read::api_key(conn, &key)).await
+    }
+
+    async fn list_api_keys(&self, org: &OrganizationId) -> Result<Vec<ApiKey>, StoreError> {
+        let o = org.clone();
+        self.admin_read(org, Vec::new(), move |conn, k| {
+            admin::list_keys(conn, &o, k)
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError> {
+        let (o, i) = (org.clone(), id.to_owned());
+        self.admin_read(org, None, move |conn, k| admin::find_key(conn, &o, k, &i))
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("API key '{id}' not found")))
+    }
+
+    async fn update_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError> {
+        let org = key.organization_id.clone();
+        self.admin_write(&org, move |conn, k| {
+            admin::update_key(conn, k, &key)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn delete_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError> {
+        let (o, i) = (org.clone(), id.to_owned());
+        self.admin_write(org, move |conn, k| admin::delete_key(conn, &o, k, &i))
+            .await
+    }
+
+    async fn create_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError> {
+        let org = secret.organization_id.clone();
+        self.admin_write(&org, move |conn, k| {
+            admin::create_secret(conn, k, &secret)?;
+            Ok(secret)
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, org: &OrganizationId) -> Result<Vec<SecretRecord>, StoreError> {
+        let o = org.clone();
+        self.admin_read(org, Vec::new(), move |conn, k| {
+            admin::list_secrets(conn, &o, k)
+        })
+        .await
+    }
+
+    async fn get_secret(&self, org: &OrganizationId, id: &str) -> Result<SecretRecord, StoreError> {
+        let (o, i) = (org.clone(), id.to_owned());
+        self.admin_read(org, None, move |conn, k| {
+            admin::get_secret(conn, &o, k, &i).map(Some)
+        })
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("secret '{id}' not found")))
+    }
+
+    async fn update_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError> {
+        let org = secret.organization_id.clone();
+        self.admin_write(&org, move |conn, k| {
+            admin::update_secret(conn, k, &secret)?;
+            Ok(secret)
+        })
+        .await
+    }
+
+    async fn delete_secret(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<SecretRecord, StoreError> {
+        let (o, i) = (org.clone(), id.to_owned());
+        self.admin_write(org, move |conn, k| admin::delete_secret(conn, &o, k, &i))
+            .await
+    }
+
+    async fn put_proofs(
+        &self,
+        org: &OrganizationId,
+        proofs: Vec<ProofFile>,
+    ) -> Result<(), StoreError> {
+        if proofs.is_empty() {
+            return Ok(());
+        }
+        self.admin_write(org, move |conn, k| {
+            admin::put_proofs(conn, k, &proofs, Timestamp::now())
+        })
+        .await
+    }
+
+    async fn get_proof(&self, org: &OrganizationId, id: &str) -> Result<ProofFile, StoreError> {
+        let i = id.to_owned();
+        self.admin_read(org, None, move |conn, k| {
+            admin::get_proof(conn, k, &i).map(Some)
+        })
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("proof '{id}' not found")))
     }
 
     async fn append_events(

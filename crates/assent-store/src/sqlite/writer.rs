@@ -18,6 +18,7 @@
 //! again (folding is idempotent). Changes that the log cannot replay (a deletion, a patch, a
 //! direct user edit) write their user's row at once ("write-through").
 
+use super::admin;
 use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
 use super::outbox;
@@ -36,6 +37,7 @@ use assent_model::{
     Timestamp, UserState,
 };
 use rusqlite::{Connection, params};
+use std::any::Any;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -121,6 +123,13 @@ pub enum Command {
     },
     /// Store an API key.
     CreateApiKey(ApiKey),
+    /// Change what an organization administers (keys, secrets, proofs).
+    Admin {
+        /// Organization (created if it does not exist yet).
+        org: OrganizationId,
+        /// The change.
+        op: AdminOp,
+    },
     /// Store a new integration.
     CreateIntegration(Box<Integration>),
     /// Change an integration.
@@ -200,8 +209,25 @@ pub enum Reply {
     Delivery(Box<Delivery>),
     /// Deliveries to attempt.
     Due(Vec<DueDelivery>),
+    /// The answer of an [`AdminOp`].
+    Admin(Box<dyn Any + Send>),
     /// Done, nothing to say.
     Done,
+}
+
+/// A change to an organization's keys, secrets or proofs: SQL run on the writer's connection,
+/// inside its transaction, given the organization's key. Its answer comes back as
+/// [`Reply::Admin`].
+pub struct AdminOp(pub Box<AdminFn>);
+
+/// The SQL of an [`AdminOp`]: given the writer's connection and the organization's key, it
+/// returns a type-erased answer.
+pub type AdminFn = dyn FnOnce(&Connection, i64) -> Result<Box<dyn Any + Send>, StoreError> + Send;
+
+impl std::fmt::Debug for AdminOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminOp")
+    }
 }
 
 /// A command with the channel for its answer.
@@ -976,6 +1002,10 @@ impl Writer {
                 let n = fatal(outbox::prune(&self.conn, before))?;
                 Ok(Reply::Deleted(n))
             }
+            Command::Admin { org, op } => {
+                let org_key = self.org_key(cmd, &org)?;
+                Ok(Reply::Admin((op.0)(&self.conn, org_key)?))
+            }
             Command::CreateApiKey(key) => {
                 let org_key = self.org_key(cmd, &key.organization_id)?;
                 self.conn
@@ -1215,6 +1245,12 @@ impl Writer {
                             ])
                             .map_err(db),
                     )?;
+                    fatal(admin::reference_proofs(
+                        &self.conn,
+                        org_key,
+                        key,
+                        &input.body.proofs_id,
+                    ))?;
                     out.push(Err(new_events.len()));
                     new_events.push((key, seq, id, created_at, input));
                 }
@@ -1463,6 +1499,12 @@ impl Writer {
         let mut event = row.event.clone();
         patch.apply_to(&mut event, now);
         fatal(self.patch_event_row(&event, now))?;
+        fatal(admin::reference_proofs(
+            &self.conn,
+            org_key,
+            row.user_key,
+            &event.body.proofs_id,
+        ))?;
         fatal(self.recompute(group, org, row.user_key, now))?;
         fatal(self.announce(
             mask,
@@ -1760,6 +1802,7 @@ impl Writer {
         ));
 
         // Phase 2.
+        fatal(admin::erase_proofs_of(&self.conn, org_key, found.key))?;
         fatal(self.erase_rows(found.key, &seqs))?;
         if let Some(entry) = self.cache.get(found.key) {
             self.pending_events = self.pending_events.saturating_sub(entry.pending.len());

@@ -68,7 +68,7 @@ async fn a_database_migrated_by_a_newer_version_is_refused() {
     };
     let out = assent(&["migrate", "--database-url", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 2"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 3"));
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -224,7 +224,7 @@ async fn an_embedded_store_is_copied_into_postgres_and_the_copy_resumes() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         said.contains(
-            "Copied 2 organizations, 2 API keys, 1 integrations, 30 users and 119 events"
+            "Copied 2 organizations, 2 API keys, 1 integrations, 0 secrets, 0 proofs, 30 users and 119 events"
         ),
         "{said}"
     );
