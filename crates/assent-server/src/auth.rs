@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::error::ApiError;
 use assent_model::OrganizationId;
+use assent_model::token::ConsentGrant;
 use assent_store::ApiKey;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -25,6 +26,10 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at (seconds since the epoch).
     pub exp: u64,
+    /// Set on consent tokens: the one end user the token acts for, and what it applies to
+    /// the events it creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<ConsentGrant>,
 }
 
 /// Issues and checks session tokens with the store's signing key.
@@ -55,6 +60,25 @@ impl Sessions {
             org: key.organization_id.to_string(),
             iat: now,
             exp: now + SESSION_LIFETIME_SECS,
+            grant: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// A consent token for one end user of `org`, valid for the grant's lifetime.
+    pub fn issue_consent(
+        &self,
+        org: &OrganizationId,
+        grant: &ConsentGrant,
+    ) -> Result<String, ApiError> {
+        let now = now_secs();
+        let claims = Claims {
+            sub: grant.organization_user_id.clone(),
+            org: org.to_string(),
+            iat: now,
+            exp: now + grant.lifetime,
+            grant: Some(grant.clone()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
@@ -81,6 +105,7 @@ fn now_secs() -> u64 {
 }
 
 /// The caller of a `/v1` route: a valid session for the organization the query names.
+/// Consent tokens are refused (403): they reach only the routes that take a [`Caller`].
 #[derive(Debug, Clone)]
 pub struct Tenant {
     /// The organization the call is confined to.
@@ -89,7 +114,19 @@ pub struct Tenant {
     pub key_id: String,
 }
 
-impl FromRequestParts<AppState> for Tenant {
+/// The caller of a route that end users may call too: an organization's session, or a consent
+/// token confined to one end user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The organization the call is confined to.
+    pub org: OrganizationId,
+    /// Set when the caller is an end user holding a consent token.
+    pub end_user: Option<ConsentGrant>,
+    /// The token's subject: the API key's id, or the end user's organization user id.
+    pub subject: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -116,7 +153,7 @@ impl FromRequestParts<AppState> for Tenant {
             .ok_or_else(|| ApiError::bad_field("organization_id", "is required"))?;
         if asked != claims.org {
             return Err(ApiError::forbidden(format!(
-                "this session is not allowed to act for organization '{}'",
+                "this token is not allowed to act for organization '{}'",
                 assent_model::ids::check_identifier(&asked)
                     .map(|()| asked.as_str())
                     .unwrap_or("?")
@@ -124,9 +161,28 @@ impl FromRequestParts<AppState> for Tenant {
         }
         let org = OrganizationId::parse(&claims.org)
             .map_err(|_| ApiError::not_authenticated("the session token is not valid"))?;
-        Ok(Tenant {
+        Ok(Caller {
             org,
-            key_id: claims.sub,
+            end_user: claims.grant,
+            subject: claims.sub,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.end_user.is_some() {
+            return Err(ApiError::forbidden(
+                "a consent token may only read its own user and events and create events for \
+                 that user",
+            ));
+        }
+        Ok(Tenant {
+            org: caller.org,
+            key_id: caller.subject,
         })
     }
 }

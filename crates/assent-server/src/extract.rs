@@ -35,18 +35,21 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-/// A JSON request body of at most 1 MiB, parsed into a value.
+/// A JSON request body of at most `MAX` bytes (1 MiB unless said), parsed into a value.
 #[derive(Debug, Clone)]
-pub struct JsonBody(pub Value);
+pub struct JsonBody<const MAX: usize = MAX_BODY_BYTES>(pub Value);
 
-fn too_large() -> ApiError {
+/// Most bytes of a `POST /consents/proofs` body (API.md §1: 20 MiB).
+pub const MAX_PROOF_BODY_BYTES: usize = 20 * 1024 * 1024;
+
+fn too_large(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        format!("the request body is larger than {max} bytes"),
     )
 }
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<S: Send + Sync, const MAX: usize> FromRequest<S> for JsonBody<MAX> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
@@ -64,15 +67,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-            return Err(too_large());
+        if declared.is_some_and(|n| n > MAX) {
+            return Err(too_large(MAX));
         }
-        let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        let bytes = Limited::new(req.into_body(), MAX)
             .collect()
             .await
             .map_err(|e| {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
+                    too_large(MAX)
                 } else {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,

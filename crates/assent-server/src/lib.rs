@@ -16,7 +16,7 @@ use auth::Sessions;
 use axum::Router;
 use axum::http::{Method, Uri};
 use error::ApiError;
-use routes::{events, integrations, ops, sessions, users};
+use routes::{api_keys, events, integrations, ops, proofs, secrets, sessions, tokens, users};
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,6 +43,13 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             events::delete_matching
         ))
         .routes(routes!(events::get, events::patch, events::delete))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::get, api_keys::patch, api_keys::delete))
+        .routes(routes!(secrets::list, secrets::create))
+        .routes(routes!(secrets::get, secrets::patch, secrets::delete))
+        .routes(routes!(proofs::create))
+        .routes(routes!(proofs::get))
+        .routes(routes!(tokens::create))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::patch, users::delete))
         .routes(routes!(integrations::list, integrations::create))

@@ -2,7 +2,7 @@
 
 use super::{IdPath, OrganizationParam, WriteFlags, write_options};
 use crate::AppState;
-use crate::auth::Tenant;
+use crate::auth::{Caller, Tenant};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, QueryPairs};
 use assent_model::consents::Consents;
@@ -150,20 +150,24 @@ fn event_id(raw: &str) -> Result<EventId, ApiError> {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    tenant: Tenant,
+    caller: Caller,
     QueryPairs(q): QueryPairs,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     query::only(&q, &[])?;
     let options = write_options(&q)?;
     let ctx = ParseContext {
-        organization_id: tenant.org.clone(),
+        organization_id: caller.org.clone(),
         now: Timestamp::now(),
     };
-    let batch = parse_batch(&body, &ctx)?;
+    let mut batch = parse_batch(&body, &ctx)?;
+    if let Some(grant) = &caller.end_user {
+        super::tokens::confine_events(&state, &caller.org, grant, &mut batch.events).await?;
+    }
+    store_proofs(&state, &caller.org, &batch.events).await?;
     let stored = state
         .store
-        .append_events(&tenant.org, batch.events, options)
+        .append_events(&caller.org, batch.events, options)
         .await?;
     Ok(if batch.is_array {
         Json(stored.iter().map(EventJson).collect::<Vec<_>>()).into_response()
@@ -189,11 +193,28 @@ pub async fn create(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    tenant: Tenant,
-    QueryPairs(q): QueryPairs,
+    caller: Caller,
+    QueryPairs(mut q): QueryPairs,
 ) -> Result<Json<EventList>, ApiError> {
+    if let Some(grant) = &caller.end_user {
+        // A consent token lists its own user's events, named or not.
+        let named = [
+            query::param(&q, "user_id").map(|id| UserSelector::Id(id.to_owned())),
+            query::param(&q, "organization_user_id")
+                .map(|o| UserSelector::OrganizationUserId(o.to_owned())),
+        ];
+        if named.iter().all(Option::is_none) {
+            q.push((
+                "organization_user_id".to_owned(),
+                grant.organization_user_id.clone(),
+            ));
+        }
+        for user in named.iter().flatten() {
+            super::tokens::confine_read(&state, &caller.org, grant, user).await?;
+        }
+    }
     let query = EventsQuery::for_list(&q)?;
-    let page = state.store.list_events(&tenant.org, &query).await?;
+    let page = state.store.list_events(&caller.org, &query).await?;
     Ok(Json(EventList {
         total: page.total,
         limit: page.limit,
@@ -226,6 +247,22 @@ pub async fn delete_matching(
         .delete_events(&tenant.org, query, options)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stores the proof files sent inside events (their ids are already in the events'
+/// `proofs_id`). Ids of proofs not stored here are accepted: imports carry ids of proofs kept
+/// elsewhere.
+async fn store_proofs(
+    state: &AppState,
+    org: &assent_model::OrganizationId,
+    events: &[assent_model::EventInput],
+) -> Result<(), ApiError> {
+    let files: Vec<_> = events
+        .iter()
+        .flat_map(|event| event.proofs.iter().cloned())
+        .collect();
+    state.store.put_proofs(org, files).await?;
+    Ok(())
 }
 
 /// The event `id`, checked against the optional `user_id` / `organization_user_id` of the
@@ -314,6 +351,10 @@ pub async fn patch(
     if names_user(&q) {
         owned_event(&state, &tenant, &id, &q).await?;
     }
+    state
+        .store
+        .put_proofs(&tenant.org, patch.proofs.clone())
+        .await?;
     let event = state
         .store
         .patch_event(&tenant.org, &id, patch, options)

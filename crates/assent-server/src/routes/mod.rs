@@ -1,9 +1,13 @@
 //! One module per resource; each handler carries its OpenAPI description.
 
+pub mod api_keys;
 pub mod events;
 pub mod integrations;
 pub mod ops;
+pub mod proofs;
+pub mod secrets;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
 
 use crate::error::ApiError;

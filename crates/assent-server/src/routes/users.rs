@@ -2,7 +2,7 @@
 
 use super::{IdPath, OrganizationParam, WriteFlags, write_options};
 use crate::AppState;
-use crate::auth::Tenant;
+use crate::auth::{Caller, Tenant};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, QueryPairs};
 use assent_model::query::{self, UsersQuery};
@@ -189,12 +189,16 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    tenant: Tenant,
+    caller: Caller,
     IdPath(id): IdPath,
     QueryPairs(q): QueryPairs,
 ) -> Result<Json<UserView>, ApiError> {
     query::only(&q, &["$by_organization_user_id", "regulation", "at"])?;
     let user = selector(&id, &q)?;
+    if let Some(grant) = &caller.end_user {
+        super::tokens::confine_read(&state, &caller.org, grant, &user).await?;
+    }
+    let tenant = caller;
     let regulation = query::regulation(&q)?;
     Ok(Json(match query::at(&q)? {
         Some(at) => {
