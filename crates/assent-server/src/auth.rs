@@ -3,17 +3,28 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use assent_model::DomainError;
 use assent_model::OrganizationId;
 use assent_model::token::ConsentGrant;
-use assent_store::ApiKey;
+use assent_store::{ApiKey, Store, StoreError};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How long a session token lives, in seconds.
 pub const SESSION_LIFETIME_SECS: u64 = 3600;
+
+/// How long a node trusts what it last read of a key's state before reading it again: the
+/// longest a disabled or deleted key's tokens keep working on another node.
+const KEY_STATE_TTL: Duration = Duration::from_secs(1);
+
+/// Keys whose state a node remembers at most; beyond it the memory is cleared.
+const MAX_REMEMBERED_KEYS: usize = 10_000;
 
 /// The claims of a session token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +41,17 @@ pub struct Claims {
     /// the events it creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<ConsentGrant>,
+    /// Set on consent tokens: the API key whose session issued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+impl Claims {
+    /// The API key behind the token: its subject for a session, its issuer for a consent
+    /// token.
+    pub fn key_id(&self) -> &str {
+        self.kid.as_deref().unwrap_or(&self.sub)
+    }
 }
 
 /// Issues and checks session tokens with the store's signing key.
@@ -37,6 +59,8 @@ pub struct Sessions {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Whether each recently seen key is enabled, and when that was read.
+    key_states: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
 impl Sessions {
@@ -49,6 +73,7 @@ impl Sessions {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            key_states: Mutex::new(HashMap::new()),
         }
     }
 
@@ -61,15 +86,18 @@ impl Sessions {
             iat: now,
             exp: now + SESSION_LIFETIME_SECS,
             grant: None,
+            kid: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
     }
 
-    /// A consent token for one end user of `org`, valid for the grant's lifetime.
+    /// A consent token for one end user of `org`, issued by the session of key `key_id` and
+    /// valid for the grant's lifetime (and while that key stays enabled).
     pub fn issue_consent(
         &self,
         org: &OrganizationId,
+        key_id: &str,
         grant: &ConsentGrant,
     ) -> Result<String, ApiError> {
         let now = now_secs();
@@ -79,6 +107,7 @@ impl Sessions {
             iat: now,
             exp: now + grant.lifetime,
             grant: Some(grant.clone()),
+            kid: Some(key_id.to_owned()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
@@ -94,6 +123,45 @@ impl Sessions {
                 }
                 _ => ApiError::not_authenticated("the session token is not valid"),
             })
+    }
+}
+
+impl Sessions {
+    /// Whether the key `key_id` of `org` still exists and is enabled; tokens of a disabled or
+    /// deleted key stop working within [`KEY_STATE_TTL`] on every node.
+    pub async fn key_is_live(
+        &self,
+        store: &dyn Store,
+        org: &OrganizationId,
+        key_id: &str,
+    ) -> Result<bool, ApiError> {
+        if let Some(&(read_at, live)) = self.states().get(key_id)
+            && read_at.elapsed() < KEY_STATE_TTL
+        {
+            return Ok(live);
+        }
+        let live = match store.get_api_key(org, key_id).await {
+            Ok(key) => key.enabled,
+            Err(StoreError::Domain(DomainError::NotFound(_))) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let mut states = self.states();
+        if states.len() >= MAX_REMEMBERED_KEYS {
+            states.clear();
+        }
+        states.insert(key_id.to_owned(), (Instant::now(), live));
+        Ok(live)
+    }
+
+    /// Forgets what this node read of a key, after it changed here.
+    pub fn forget_key(&self, key_id: &str) {
+        self.states().remove(key_id);
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, bool)>> {
+        self.key_states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -161,6 +229,15 @@ impl FromRequestParts<AppState> for Caller {
         }
         let org = OrganizationId::parse(&claims.org)
             .map_err(|_| ApiError::not_authenticated("the session token is not valid"))?;
+        if !state
+            .sessions
+            .key_is_live(state.store.as_ref(), &org, claims.key_id())
+            .await?
+        {
+            return Err(ApiError::not_authenticated(
+                "the API key behind this token is disabled or deleted",
+            ));
+        }
         Ok(Caller {
             org,
             end_user: claims.grant,

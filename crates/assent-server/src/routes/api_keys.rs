@@ -235,6 +235,7 @@ pub async fn patch(
     }
     key.updated_at = Timestamp::now();
     let key = state.store.update_api_key(key).await?;
+    state.sessions.forget_key(&key.id);
     Ok(Json(KeyView::of(&key, None)))
 }
 
@@ -258,5 +259,6 @@ pub async fn delete(
 ) -> Result<Json<KeyView>, ApiError> {
     query::only(&q, &[])?;
     let key = state.store.delete_api_key(&tenant.org, &id).await?;
+    state.sessions.forget_key(&key.id);
     Ok(Json(KeyView::of(&key, None)))
 }

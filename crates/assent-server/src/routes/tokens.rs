@@ -84,7 +84,9 @@ pub async fn create(
 ) -> Result<Json<TokenOut>, ApiError> {
     query::only(&q, &[])?;
     let grant = ConsentGrant::parse(&body, tenant.org.as_str())?;
-    let token = state.sessions.issue_consent(&tenant.org, &grant)?;
+    let token = state
+        .sessions
+        .issue_consent(&tenant.org, &tenant.key_id, &grant)?;
     let event =
         (grant.event_metadata.is_some() || grant.user_metadata.is_some()).then(|| TokenEvent {
             metadata: grant.event_metadata.clone(),

@@ -226,7 +226,7 @@ pub async fn update_secret(c: &Object, secret: &SecretRecord) -> Result<(), Stor
     let n = c
         .execute(
             "UPDATE secrets SET name = $3, description = $4, version = $5, updated_at = $6
-             WHERE org_id = $1 AND id = $2 AND version = $5 - 1",
+             WHERE org_id = $1 AND id = $2 AND version + 1 = $5",
             &[
                 &org,
                 &secret.id,

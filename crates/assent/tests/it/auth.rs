@@ -199,10 +199,11 @@ async fn an_expired_token_is_401_while_a_fresh_one_with_the_same_key_works(
         .unwrap()
         .as_secs();
     let path = format!("/v1/consents/users?organization_id={}", server.org);
+    let sub = server.client().await.key_id_of(&server.key).await;
 
     let fresh = jwt::hs256(
         &key,
-        &json!({"sub": "forged", "org": server.org, "iat": now, "exp": now + 600}),
+        &json!({"sub": sub, "org": server.org, "iat": now, "exp": now + 600}),
     );
     let (status, body) = server.raw(Method::GET, &path, Some(&fresh), None).await;
     assert_eq!(
@@ -213,12 +214,12 @@ async fn an_expired_token_is_401_while_a_fresh_one_with_the_same_key_works(
 
     let expired = jwt::hs256(
         &key,
-        &json!({"sub": "forged", "org": server.org, "iat": now - 7200, "exp": now - 3600}),
+        &json!({"sub": sub, "org": server.org, "iat": now - 7200, "exp": now - 3600}),
     );
     let (status, body) = server.raw(Method::GET, &path, Some(&expired), None).await;
     assert_error(status, &body, 401, "NotAuthenticated");
 
-    let unsigned = jwt::unsigned(&json!({"sub": "forged", "org": server.org, "exp": now + 600}));
+    let unsigned = jwt::unsigned(&json!({"sub": sub, "org": server.org, "exp": now + 600}));
     let (status, body) = server.raw(Method::GET, &path, Some(&unsigned), None).await;
     assert_error(status, &body, 401, "NotAuthenticated");
     server.stop().await;

@@ -411,6 +411,20 @@ impl TestServer {
 }
 
 impl Api {
+    /// The id of the organization's API key whose public part is `key`.
+    pub async fn key_id_of(&self, key: &str) -> String {
+        let (status, keys) = self.get("/v1/keys").await;
+        assert_eq!(status, StatusCode::OK, "{keys}");
+        keys["data"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .find(|k| k["key"] == key)
+            .and_then(|k| k["id"].as_str())
+            .expect("the key is listed")
+            .to_owned()
+    }
+
     /// Sends raw bytes with an optional `Content-Type`; returns status and JSON body.
     pub async fn send_bytes(
         &self,

@@ -843,7 +843,6 @@ const TINY_PDF_BASE64: &str = "JVBERi0xLjQKJSVFT0YK";
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
-#[ignore = "lands with proof storage (issue 6): inline proofs are refused with 400 until then"]
 async fn inline_proofs_are_stored_and_their_ids_land_in_proofs_id(#[case] backend: Backend) {
     let Some(server) = TestServer::start_on(backend).await else {
         return;

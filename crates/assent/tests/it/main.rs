@@ -25,4 +25,5 @@ mod resolution;
 mod sessions;
 mod smoke;
 mod status;
+mod trust;
 mod users;
