@@ -440,7 +440,7 @@ async fn an_event_naming_another_organization_in_its_body_is_400(#[case] backend
 
 /// Just enough JWT (HS256 over a hand-written SHA-256) to forge tokens with the server's own
 /// signing key, so that expiry can be tested without waiting an hour.
-mod jwt {
+pub(crate) mod jwt {
     use serde_json::Value;
 
     pub fn hs256(key: &[u8], claims: &Value) -> String {
