@@ -40,3 +40,91 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+/// Documents the errors any operation may answer, besides those its handler lists: malformed
+/// requests, limits, authentication (on secured operations), unknown ids (on operations with a
+/// path parameter), and server trouble. Each has the error body.
+pub fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{HttpMethod, RefOr, ResponseBuilder, content::ContentBuilder};
+
+    const ALWAYS: &[(&str, &str)] = &[
+        ("400", "Invalid query, parameters or body"),
+        ("408", "The request took too long to arrive"),
+        ("413", "Body over its limit"),
+        ("415", "Body that is not JSON"),
+        ("429", "Over the rate limit; see Retry-After"),
+        ("500", "Internal error"),
+        ("503", "The store is unavailable"),
+    ];
+    const SECURED: &[(&str, &str)] = &[
+        (
+            "401",
+            "Missing, invalid or expired token, or a disabled key",
+        ),
+        (
+            "403",
+            "The token may not act for this organization or on this route",
+        ),
+    ];
+    const WITH_ID: &[(&str, &str)] = &[("404", "No such resource in this organization")];
+
+    let error = || {
+        RefOr::T(
+            ResponseBuilder::new()
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "ErrorBody",
+                        ))))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        for method in [
+            HttpMethod::Get,
+            HttpMethod::Post,
+            HttpMethod::Patch,
+            HttpMethod::Put,
+            HttpMethod::Delete,
+        ] {
+            let operation = match method {
+                HttpMethod::Get => item.get.as_mut(),
+                HttpMethod::Post => item.post.as_mut(),
+                HttpMethod::Patch => item.patch.as_mut(),
+                HttpMethod::Put => item.put.as_mut(),
+                HttpMethod::Delete => item.delete.as_mut(),
+                _ => None,
+            };
+            let Some(operation) = operation else {
+                continue;
+            };
+            let secured = operation
+                .security
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|r| *r != Default::default()));
+            let mut codes: Vec<(&str, &str)> = ALWAYS.to_vec();
+            if secured {
+                codes.extend_from_slice(SECURED);
+            }
+            if path.contains('{') {
+                codes.extend_from_slice(WITH_ID);
+            }
+            for (code, description) in codes {
+                operation
+                    .responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| match error() {
+                        RefOr::T(mut r) => {
+                            r.description = description.to_owned();
+                            RefOr::T(r)
+                        }
+                        other => other,
+                    });
+            }
+        }
+    }
+}

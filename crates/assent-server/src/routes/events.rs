@@ -54,6 +54,7 @@ pub struct EventIn {
 
 /// One event, or a batch of 1 to 100 (all or nothing).
 #[derive(ToSchema)]
+#[serde(untagged)]
 pub enum EventsIn {
     /// One event.
     One(Box<EventIn>),
@@ -63,6 +64,7 @@ pub enum EventsIn {
 
 /// One event, or the events of a batch in input order.
 #[derive(ToSchema)]
+#[serde(untagged)]
 pub enum EventsOut {
     /// The event.
     One(Box<EventView>),
