@@ -24,6 +24,8 @@ pub enum Command {
     /// Apply the schema migrations and stop; or, with `--from` and `--to`, copy an embedded
     /// store into PostgreSQL.
     Migrate(crate::migrate::MigrateArgs),
+    /// Send consent history from NDJSON, JSON or CSV files to a server, in batches of 100.
+    Import(crate::import::ImportArgs),
 }
 
 /// `assent keys ...`

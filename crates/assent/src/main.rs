@@ -24,6 +24,11 @@ fn main() -> ExitCode {
             .map(|line| println!("{line}")),
         Command::Migrate(args) => runtime().and_then(|rt| rt.block_on(assent::migrate::run(args))),
         Command::Serve(args) => serve(args),
+        Command::Import(args) => runtime().and_then(|rt| {
+            let summary = rt.block_on(assent::import::run(args))?;
+            println!("{summary}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
