@@ -3,6 +3,7 @@
 # fresh store, and prints every run and the median. Usage:
 #   bench/run.sh [ingest|single|reads|ids|big|raw|parse|all]               (SQLite)
 #   bench/run.sh [deliveries|ingest-integrations]                           (SQLite, webhooks)
+#   bench/run.sh import-ndjson                                              (assent import)
 #   bench/run.sh [pg-ingest|pg-ingest-2|pg-single|pg-reads|pg-raw|pg-ceiling|pg-all]
 # The PostgreSQL scenarios use the server at $PG_ADMIN_URL (default: the local one, user
 # postgres) and recreate the database `assent_bench` before every run.
@@ -143,6 +144,37 @@ big() {
     echo "{\"scenario\":\"big_store\",\"events\":10100000,\"bytes\":$bytes,\"bytes_per_event\":$((bytes / 10100000)),\"rss_mib\":$rss}" | tee -a "$file"
     stop_server
 }
+
+# assent import: 1,000,000 back-dated events from NDJSON (100,000 users x 10 choices) into a
+# fresh server, 8 batches in flight; events/s and the peak RSS of the importer and the server.
+import_once() {
+    local file="$WORK/import.ndjson"
+    [ -s "$file" ] || python3 - "$file" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as out:
+    for i in range(10):
+        for u in range(100000):
+            out.write(json.dumps({"user": {"organization_user_id": f"user-{u}"},
+                "created_at": f"2024-01-01T00:00:{i:02}Z",
+                "consents": {"purposes": [{"id": "newsletter", "enabled": (i + u) % 2 == 0},
+                                          {"id": "analytics", "enabled": i % 3 == 0}]}}) + "\n")
+PY
+    local start end
+    start=$(date +%s.%N)
+    /usr/bin/time -f '%M' -o "$WORK/import-rss.txt" "$ASSENT" import "$file" --server "$URL" \
+        --key "$KEY" --secret "$SECRET" --concurrency 8 >"$WORK/import-out.txt" 2>/dev/null
+    end=$(date +%s.%N)
+    python3 - "$start" "$end" "$(cat "$WORK/import-rss.txt")" "$(rss_mib)" "$(cat "$WORK/import-out.txt")" <<'PY'
+import json, sys
+start, end, rss_kib, server_mib, summary = sys.argv[1:6]
+seconds = float(end) - float(start)
+created = int(summary.split("created ")[1].split(",")[0])
+print(json.dumps({"scenario": "import", "events": created, "seconds": round(seconds, 2),
+                  "events_per_s": round(created / seconds), "importer_peak_rss_mib": round(int(rss_kib) / 1024),
+                  "server_rss_mib": int(server_mib)}))
+PY
+}
+import-ndjson() { run3 import import_once; }
 
 # The same scenarios on PostgreSQL (one node unless said otherwise), and its raw ceiling: the
 # store's write path without HTTP, beside plain multi-row INSERTs of the same rows.

@@ -255,6 +255,13 @@ async fn deliver(
                         }
                         break;
                     }
+                    if by_index.keys().all(|&i| i >= chunk.len()) {
+                        // Indices that name no row of ours: refuse the batch as a whole.
+                        for row in &chunk {
+                            rejects.write(row, &message, summary)?;
+                        }
+                        break;
+                    }
                     let mut kept = Vec::with_capacity(chunk.len());
                     for (i, row) in chunk.into_iter().enumerate() {
                         match by_index.get(&i) {
