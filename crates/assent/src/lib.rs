@@ -1,8 +1,9 @@
 //! The `assent` command: wires configuration, store and server together.
 
 pub mod cli;
+pub mod listen;
 pub mod migrate;
 pub mod serve;
 
 pub use cli::{Cli, Command};
-pub use serve::{RunningServer, ServeArgs, StoreArgs};
+pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs};
