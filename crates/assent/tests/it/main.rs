@@ -14,6 +14,7 @@ mod event_routes;
 mod events;
 mod filters;
 mod integrations;
+mod limits;
 
 mod multinode;
 mod ops;
