@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod listen;
+pub mod logging;
 pub mod migrate;
 pub mod serve;
 

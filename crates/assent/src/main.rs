@@ -12,10 +12,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASSENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(assent::logging::filter(
+            std::env::var(assent::logging::LOG_VARIABLE).ok().as_deref(),
+        ))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

@@ -15,6 +15,7 @@ mod events;
 mod filters;
 mod integrations;
 mod limits;
+mod logs;
 
 mod multinode;
 mod ops;
