@@ -63,7 +63,7 @@ impl Default for ServerConfig {
 
 /// The OpenAPI document and the routes it describes, from the handlers' annotations.
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let documented = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(sessions::create))
         .routes(routes!(
             events::create,
@@ -93,7 +93,10 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
-        .split_for_parts()
+        .split_for_parts();
+    let (routes, mut api) = documented;
+    openapi::add_rate_limit_responses(&mut api);
+    (routes, api)
 }
 
 /// The OpenAPI document of the API.

@@ -49,7 +49,6 @@ pub struct SessionOut {
         (status = 200, description = "A session token", body = SessionOut),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Wrong key, wrong secret or disabled key", body = ErrorBody),
-        (status = 429, description = "Too many sessions opened with this key; retry after `Retry-After` seconds", body = ErrorBody),
     ),
     security(())
 )]
