@@ -11,12 +11,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(assent::logging::filter(
-            std::env::var(assent::logging::LOG_VARIABLE).ok().as_deref(),
-        ))
-        .with_writer(std::io::stderr)
-        .init();
+    assent::logging::init();
     let result = match cli.command {
         Command::Keys(KeysCommand::Create(args)) => runtime()
             .and_then(|rt| rt.block_on(create_key(&args)))
