@@ -9,15 +9,21 @@ pub mod extract;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 
 use assent_store::Store;
 use auth::Sessions;
 use axum::Router;
-use axum::http::{Method, Uri};
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use error::ApiError;
+use ratelimit::{RateLimitConfig, RateLimits};
 use routes::{api_keys, events, integrations, ops, proofs, secrets, sessions, tokens, users};
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +37,28 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// The OpenAPI document, rendered once.
     pub openapi: Arc<String>,
+    /// The rate limits and their counts.
+    pub limits: Arc<RateLimits>,
+}
+
+/// How the HTTP layer protects itself: rate limits and the longest time a request may take.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Rate limits per organization and route class.
+    pub rate_limits: RateLimitConfig,
+    /// Longest time from the end of a request's headers to its answer, body read included
+    /// (`None`: no limit). Beyond it the answer is 408 `Timeout`.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    /// The contract's rate limits and a 30 s request timeout.
+    fn default() -> Self {
+        ServerConfig {
+            rate_limits: RateLimitConfig::default(),
+            request_timeout: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// The OpenAPI document and the routes it describes, from the handlers' annotations.
@@ -67,6 +95,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::openapi))
         .split_for_parts();
     let (routes, mut api) = documented;
+    openapi::add_rate_limit_responses(&mut api);
     openapi::add_common_errors(&mut api);
     (routes, api)
 }
@@ -76,38 +105,65 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     documented_routes().1
 }
 
-/// Builds the application over `store`, signing sessions with `signing_key`.
-pub fn router(store: Arc<dyn Store>, signing_key: &[u8]) -> Router {
+/// Builds the application over `store`, signing sessions with `signing_key`, with the rate
+/// limits and request timeout of `config`.
+pub fn router(store: Arc<dyn Store>, signing_key: &[u8], config: &ServerConfig) -> Router {
     metrics::install();
     let (routes, api) = documented_routes();
     let state = AppState {
         store,
         sessions: Arc::new(Sessions::new(signing_key)),
         openapi: Arc::new(api.to_json().expect("the OpenAPI document serializes")),
+        limits: Arc::new(RateLimits::new(&config.rate_limits)),
     };
-    routes
+    let app = routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::throttle,
+        ))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-        .with_state(state)
+        .with_state(state);
+    match config.request_timeout {
+        Some(limit) => app.layer(axum::middleware::from_fn(move |req, next| {
+            time_limit(limit, req, next)
+        })),
+        None => app,
+    }
+}
+
+/// Answers 408 when a request takes longer than `limit` (a client that sends its body too
+/// slowly, or a request stuck behind the store).
+async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} seconds",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
+        StatusCode::NOT_FOUND,
         format!("no route for {method} {}", uri.path()),
     )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
 
-fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    use axum::response::IntoResponse;
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal("a handler panicked").into_response()
 }

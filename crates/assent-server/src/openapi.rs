@@ -2,7 +2,9 @@
 
 use utoipa::Modify;
 use utoipa::OpenApi;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Type};
 
 /// The document's frame.
 #[derive(OpenApi)]
@@ -38,6 +40,83 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The name of the shared 429 response in the document's components.
+const TOO_MANY_REQUESTS: &str = "TooManyRequests";
+
+/// Adds the shared 429 answer (API.md §1) to every `/v1` operation that does not describe its
+/// own: `/v1/consents/*` is not throttled by default, but may be configured to be.
+pub fn add_rate_limit_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    let integer = || {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .build()
+    };
+    let text = || {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(Type::String)
+            .build()
+    };
+    let response = ResponseBuilder::new()
+        .description(
+            "Too many requests for this organization (or, for sessions, this API key) in the \
+             current window; retry after `Retry-After` seconds",
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(integer())
+                .description(Some("Seconds until the window resets"))
+                .build(),
+        )
+        .header(
+            "RateLimit",
+            HeaderBuilder::new()
+                .schema(text())
+                .description(Some(
+                    "IETF draft 7: `limit=L, remaining=R, reset=S`; also on allowed answers",
+                ))
+                .build(),
+        )
+        .header(
+            "RateLimit-Policy",
+            HeaderBuilder::new()
+                .schema(text())
+                .description(Some("IETF draft 7: `L;w=W`; also on allowed answers"))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .responses
+        .insert(TOO_MANY_REQUESTS.to_owned(), RefOr::T(response));
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("429".to_owned())
+                .or_insert_with(|| RefOr::Ref(Ref::from_response_name(TOO_MANY_REQUESTS)));
+        }
     }
 }
 
@@ -125,6 +204,35 @@ pub fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
                         other => other,
                     });
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_v1_operation_documents_429_and_operations_routes_do_not() {
+        let doc = serde_json::to_value(crate::openapi_document()).expect("JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut v1 = 0;
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("path item") {
+                let has = operation["responses"].get("429").is_some();
+                if path.starts_with("/v1/") {
+                    v1 += 1;
+                    assert!(has, "{method} {path} lacks 429");
+                } else {
+                    assert!(!has, "{method} {path} is never throttled");
+                }
+            }
+        }
+        assert!(v1 > 20, "{v1} operations");
+        let shared = &doc["components"]["responses"]["TooManyRequests"];
+        for header in ["Retry-After", "RateLimit", "RateLimit-Policy"] {
+            assert!(
+                shared["headers"].get(header).is_some(),
+                "{header}: {shared}"
+            );
         }
     }
 }

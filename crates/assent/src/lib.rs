@@ -2,8 +2,10 @@
 
 pub mod cli;
 pub mod import;
+pub mod listen;
+pub mod logging;
 pub mod migrate;
 pub mod serve;
 
 pub use cli::{Cli, Command};
-pub use serve::{RunningServer, ServeArgs, StoreArgs};
+pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs};

@@ -11,13 +11,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ASSENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    assent::logging::init();
     let result = match cli.command {
         Command::Keys(KeysCommand::Create(args)) => runtime()
             .and_then(|rt| rt.block_on(create_key(&args)))

@@ -1,11 +1,14 @@
 //! `assent serve`: open the store, create the first key on an empty store, serve HTTP until a
 //! shutdown signal, then let the store finish its writes.
 
+use crate::listen::{self, HeadLimits};
 use assent_delivery::http::HttpConfig;
 use assent_delivery::schedule::RetrySchedule;
 use assent_delivery::worker::{Worker, WorkerConfig};
 use assent_model::OrganizationId;
+use assent_server::ServerConfig;
 use assent_server::keys;
+use assent_server::ratelimit::{Rate, RateLimitConfig, RateSetting};
 use assent_store::Store;
 use assent_store::postgres::{PgStore, PostgresConfig};
 use assent_store::sqlite::{SqliteConfig, SqliteStore};
@@ -91,6 +94,70 @@ pub struct ServeArgs {
     /// How changes are delivered to integrations.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    /// Rate limits and request limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Rate limits and limits on how requests arrive.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Requests per organization to every `/v1` route but `/v1/consents/*`, and session
+    /// requests per API key, as `N/DURATION` (`100/15s`), or `off`.
+    #[arg(long, env = "ASSENT_RATE_LIMIT", default_value = "100/15s")]
+    pub rate_limit: RateSetting,
+    /// Requests per organization to `/v1/consents/*`, as `N/DURATION` (`1000/1s`), or `off`.
+    #[arg(long, env = "ASSENT_CONSENTS_RATE_LIMIT", default_value = "off")]
+    pub consents_rate_limit: RateSetting,
+    /// Longest time a client may take to send a request's headers; then the connection is
+    /// closed (`10s`; `0s`: no limit).
+    #[arg(long, env = "ASSENT_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Longest time a request may take once its headers are in, body included; then it is
+    /// answered 408 (`30s`; `0s`: no limit).
+    #[arg(long, env = "ASSENT_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        LimitArgs {
+            rate_limit: RateSetting(Some(Rate::DEFAULT)),
+            consents_rate_limit: RateSetting(None),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl LimitArgs {
+    /// No rate limit; the request limits as they are.
+    pub fn without_rate_limits(self) -> Self {
+        LimitArgs {
+            rate_limit: RateSetting(None),
+            consents_rate_limit: RateSetting(None),
+            ..self
+        }
+    }
+
+    /// The HTTP layer's configuration.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            rate_limits: RateLimitConfig {
+                api: self.rate_limit.0,
+                consents: self.consents_rate_limit.0,
+            },
+            request_timeout: Some(self.request_timeout).filter(|d| !d.is_zero()),
+        }
+    }
+
+    /// The limits on how a request's head arrives.
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            header_timeout: Some(self.header_timeout).filter(|d| !d.is_zero()),
+            ..HeadLimits::default()
+        }
+    }
 }
 
 /// Settings of the delivery worker (webhooks and connectors).
@@ -198,7 +265,8 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
         .signing_key()
         .await
         .map_err(|e| format!("cannot read the signing key: {e}"))?;
-    let app = assent_server::router(store.clone(), &signing_key);
+    let app = assent_server::router(store.clone(), &signing_key, &args.limits.server_config());
+    let head_limits = args.limits.head_limits();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -207,15 +275,13 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
         .map_err(|e| format!("cannot start the delivery worker: {e}"))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| format!("the HTTP server failed: {e}"));
+        listen::serve(listener, app, head_limits, async {
+            let _ = stopped.await;
+        })
+        .await;
         worker.stop().await;
         store.shutdown().await;
-        served
+        Ok(())
     });
     Ok(RunningServer {
         addr,

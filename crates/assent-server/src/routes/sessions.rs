@@ -9,6 +9,7 @@ use assent_model::FieldErrors;
 use assent_model::json::{Fields, Path};
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -51,13 +52,36 @@ pub struct SessionOut {
     ),
     security(())
 )]
-pub async fn create(
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Json<SessionOut>, ApiError> {
+pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody) -> Response {
+    match read_credentials(&body) {
+        Err(e) => e.into_response(),
+        Ok(credentials) => {
+            // Counted by key before the secret is checked: a guessed secret costs a slow hash.
+            let decision = state.limits.session(&credentials.key);
+            if let Some(d) = decision.filter(|d| !d.allowed()) {
+                return d.refusal();
+            }
+            let mut response = verify(&state, credentials).await.into_response();
+            if let Some(d) = decision {
+                d.apply(response.headers_mut());
+            }
+            response
+        }
+    }
+}
+
+/// The credentials of a well-formed session request.
+struct Credentials {
+    kind: String,
+    key: String,
+    secret: String,
+}
+
+/// Reads the credentials of a session request, or says what is wrong with it.
+fn read_credentials(body: &serde_json::Value) -> Result<Credentials, ApiError> {
     let mut errors = FieldErrors::new();
     let (kind, key, secret) =
-        match Fields::of(&body, Path::Root, &["type", "key", "secret"], &mut errors) {
+        match Fields::of(body, Path::Root, &["type", "key", "secret"], &mut errors) {
             Some(f) => {
                 let read = |name: &str, errors: &mut FieldErrors| {
                     let v = f.string(name, errors).map(str::to_owned);
@@ -80,6 +104,12 @@ pub async fn create(
         errors.add("type", "must be 'api-key'");
     }
     errors.into_result()?;
+    Ok(Credentials { kind, key, secret })
+}
+
+/// Checks the credentials and issues a session token.
+async fn verify(state: &AppState, credentials: Credentials) -> Result<Json<SessionOut>, ApiError> {
+    let Credentials { kind, key, secret } = credentials;
     let refused = || ApiError::not_authenticated("invalid key or secret");
     let stored = state.store.find_api_key(&key).await?;
     let hash = stored

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use assent::serve::{DeliveryArgs, RunningServer, ServeArgs, StoreArgs, start};
+use assent::serve::{DeliveryArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, start};
 use assent_model::consents::{Consents, Vendors};
 use assent_model::event::{EventBody, EventView};
 use assent_model::status::ConsentsView;
@@ -110,6 +110,8 @@ pub struct TestServer {
     pub store: StoreArgs,
     /// A plain HTTP client.
     pub http: reqwest::Client,
+    /// The rate limits and request limits it runs with.
+    pub limits: LimitArgs,
     server: Option<RunningServer>,
 }
 
@@ -121,6 +123,11 @@ pub fn test_delivery() -> DeliveryArgs {
         delivery_allow_networks: vec!["127.0.0.0/8".parse().expect("network")],
         ..DeliveryArgs::default()
     }
+}
+
+/// Limits for tests: those of `assent serve`.
+pub fn test_limits() -> LimitArgs {
+    LimitArgs::default()
 }
 
 impl TestServer {
@@ -139,11 +146,26 @@ impl TestServer {
 
     /// Starts a server on a fresh store of `backend` with these delivery settings.
     pub async fn start_with(backend: Backend, delivery: DeliveryArgs) -> Option<TestServer> {
+        Self::start_full(backend, delivery, test_limits()).await
+    }
+
+    /// Starts a server on a fresh store of `backend` with these limits.
+    pub async fn start_limited(backend: Backend, limits: LimitArgs) -> Option<TestServer> {
+        Self::start_full(backend, test_delivery(), limits).await
+    }
+
+    /// Starts a server on a fresh store of `backend` with these delivery settings and limits.
+    pub async fn start_full(
+        backend: Backend,
+        delivery: DeliveryArgs,
+        limits: LimitArgs,
+    ) -> Option<TestServer> {
         let (dir, store) = fresh_store(backend).await?;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
             delivery,
+            limits: limits.clone(),
         })
         .await
         .expect("server starts");
@@ -159,6 +181,7 @@ impl TestServer {
             dir,
             store,
             http: reqwest::Client::new(),
+            limits,
             server: Some(server),
         })
     }
@@ -385,11 +408,13 @@ impl TestServer {
     /// key (a restart creates no new key).
     pub async fn restart(self) -> TestServer {
         let (key, secret, org) = (self.key.clone(), self.secret.clone(), self.org.clone());
+        let limits = self.limits.clone();
         let (dir, store) = self.stop().await;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
             delivery: test_delivery(),
+            limits: limits.clone(),
         })
         .await
         .expect("server restarts");
@@ -405,6 +430,7 @@ impl TestServer {
             dir,
             store,
             http: reqwest::Client::new(),
+            limits,
             server: Some(server),
         }
     }

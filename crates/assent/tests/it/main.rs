@@ -16,6 +16,8 @@ mod filters;
 mod import;
 mod integrations;
 mod isolation;
+mod limits;
+mod logs;
 
 mod multinode;
 mod ops;

@@ -29,7 +29,6 @@ async fn consents_routes_are_not_throttled_by_default(#[case] backend: Backend) 
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
-#[ignore = "lands with rate limits (issue 6)"]
 async fn session_answers_carry_rate_limit_headers(#[case] backend: Backend) {
     let Some(server) = TestServer::start_on(backend).await else {
         return;
@@ -56,7 +55,6 @@ async fn session_answers_carry_rate_limit_headers(#[case] backend: Backend) {
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
-#[ignore = "lands with rate limits (issue 6)"]
 async fn sessions_beyond_100_in_15_seconds_are_429_with_retry_after(#[case] backend: Backend) {
     let Some(server) = TestServer::start_on(backend).await else {
         return;

@@ -228,7 +228,12 @@ async fn secrets_show_their_random_value_once_and_follow_their_version(#[case] b
 
 #[tokio::test]
 async fn an_organization_holds_at_most_300_secrets() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_limited(
+        Backend::Sqlite,
+        crate::common::test_limits().without_rate_limits(),
+    )
+    .await
+    .expect("SQLite is always available");
     let api = server.client().await;
     for i in 0..300 {
         let (status, body) = api
