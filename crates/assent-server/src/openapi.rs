@@ -121,7 +121,7 @@ pub fn add_rate_limit_responses(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 /// Documents the errors any operation may answer, besides those its handler lists: malformed
-/// requests, limits, authentication (on secured operations), unknown ids (on operations with a
+/// requests, limits (429 comes from [`add_rate_limit_responses`]), authentication (on secured operations), unknown ids (on operations with a
 /// path parameter), and server trouble. Each has the error body.
 pub fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{HttpMethod, RefOr, ResponseBuilder, content::ContentBuilder};
@@ -131,7 +131,6 @@ pub fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
         ("408", "The request took too long to arrive"),
         ("413", "Body over its limit"),
         ("415", "Body that is not JSON"),
-        ("429", "Over the rate limit; see Retry-After"),
         ("500", "Internal error"),
         ("503", "The store is unavailable"),
     ];
