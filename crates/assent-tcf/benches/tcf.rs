@@ -43,11 +43,21 @@ fn model(n: usize) -> TcModel {
     m
 }
 
+/// Where the benchmark leaves its strings, for `tests/differential/bench.cjs` to time the IAB
+/// library on the same ones.
+const STRINGS_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../target/tcf-bench-strings.txt"
+);
+
 fn bench(c: &mut Criterion) {
+    let mut strings = String::new();
     for n in [100, 1000] {
         let m = model(n);
         let s = encode(&m).expect("valid model");
         assert_eq!(decode(&s).expect("decodes"), m);
+        strings.push_str(&format!("{n} {s}\n"));
+        let _ = std::fs::write(STRINGS_FILE, &strings);
         let mut g = c.benchmark_group(format!("{n}_vendors_{}_chars", s.len()));
         g.throughput(Throughput::Elements(1));
         g.bench_function("decode", |b| b.iter(|| decode(black_box(&s)).unwrap()));
