@@ -8,6 +8,7 @@
 pub mod consents;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod filter;
 pub mod ids;
 pub mod inbound;

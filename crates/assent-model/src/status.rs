@@ -482,6 +482,11 @@ impl UserState {
             .unwrap_or_default()
     }
 
+    /// The regulations under which the user has a status, in a stable order.
+    pub fn regulations(&self) -> impl Iterator<Item = &Regulation> {
+        self.statuses.keys()
+    }
+
     /// The stamped status under `regulation`, if any.
     pub fn stamped_status(&self, regulation: &Regulation) -> Option<&ConsentStatus> {
         self.statuses.get(regulation)

@@ -26,6 +26,9 @@ pub enum Command {
     Migrate(crate::migrate::MigrateArgs),
     /// Send consent history from NDJSON, JSON or CSV files to a server, in batches of 100.
     Import(crate::import::ImportArgs),
+    /// Export an organization's users and events as gzip NDJSON in Didomi's batch-export
+    /// layout, straight from the store.
+    Export(crate::export::ExportArgs),
 }
 
 /// `assent keys ...`

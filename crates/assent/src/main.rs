@@ -23,6 +23,11 @@ fn main() -> ExitCode {
             println!("{summary}");
             Ok(())
         }),
+        Command::Export(args) => runtime().and_then(|rt| {
+            let summary = rt.block_on(assent::export::run(args))?;
+            println!("{summary}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
