@@ -8,4 +8,4 @@ pub mod migrate;
 pub mod serve;
 
 pub use cli::{Cli, Command};
-pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs};
+pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs};
