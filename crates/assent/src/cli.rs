@@ -26,6 +26,12 @@ pub enum Command {
     Migrate(crate::migrate::MigrateArgs),
     /// Send consent history from NDJSON, JSON or CSV files to a server, in batches of 100.
     Import(crate::import::ImportArgs),
+    /// Decode or encode IAB TCF consent strings.
+    #[command(subcommand)]
+    Tcf(crate::iab::TcfCommand),
+    /// Decode or encode IAB GPP strings.
+    #[command(subcommand)]
+    Gpp(crate::iab::GppCommand),
 }
 
 /// `assent keys ...`

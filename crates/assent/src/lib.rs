@@ -1,6 +1,7 @@
 //! The `assent` command: wires configuration, store and server together.
 
 pub mod cli;
+pub mod iab;
 pub mod import;
 pub mod listen;
 pub mod logging;
