@@ -303,6 +303,7 @@ pub async fn raw(args: RawArgs) {
     let ctx = ParseContext {
         organization_id: org.clone(),
         now: Timestamp::now(),
+        generate_tcfcs: None,
     };
     let mut rng = SmallRng::seed_from_u64(3);
     let batches: Arc<Vec<_>> = Arc::new(
@@ -385,6 +386,7 @@ pub fn parse() {
     let ctx = ParseContext {
         organization_id: org,
         now: Timestamp::now(),
+        generate_tcfcs: None,
     };
     let mut rng = SmallRng::seed_from_u64(5);
     let bodies: Vec<Vec<u8>> = (0..64)

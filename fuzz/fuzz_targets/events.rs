@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let ctx = ParseContext {
         organization_id: OrganizationId::parse("fuzz").expect("a valid organization"),
         now: Timestamp::from_millis(1_800_000_000_000),
+        generate_tcfcs: None,
     };
     let Ok(batch) = parse_batch(&value, &ctx) else {
         return;

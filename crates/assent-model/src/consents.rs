@@ -4,6 +4,7 @@
 use crate::error::FieldErrors;
 use crate::ids::check_identifier;
 use crate::json::{Fields, Path, type_name};
+use crate::tcf::check_tc_string;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ pub struct Consents {
     /// Choices per vendor.
     #[serde(default, skip_serializing_if = "Vendors::is_empty")]
     pub vendors: Vendors,
-    /// An IAB TCF consent string; the latest one wins.
+    /// An IAB TCF v2 consent string, checked by decoding it; the latest one wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcfcs: Option<String>,
 }
@@ -170,6 +171,8 @@ pub fn parse_consents(value: &Value, path: Path<'_>, errors: &mut FieldErrors) -
     if let Some(s) = f.string("tcfcs", errors) {
         if s.is_empty() {
             errors.add(f.child("tcfcs"), "must not be empty");
+        } else if let Err(message) = check_tc_string(s) {
+            errors.add(f.child("tcfcs"), message);
         } else {
             out.tcfcs = Some(s.to_owned());
         }
@@ -374,12 +377,23 @@ mod tests {
                     "channels": [{"id": "email", "enabled": true}]}]}],
             "channels": [{"id": "sms", "enabled": false}],
             "vendors": {"enabled": ["google"], "disabled_li": ["iab:1"]},
-            "tcfcs": "CQ"
+            "tcfcs": "CQSbk4AQSbk4AEsAAAENAAFgAMAAAAAAAAAAF5wAQF5gAAAA.IF5wAQF5gAAA.YAAAAAAAAAAA"
         }));
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(c.purposes[0].values["topics"].value, "tech,sport");
         assert_eq!(c.purposes[0].preferences[0].channels[0].id, "email");
         assert_eq!(c.vendors.disabled_li, vec!["iab:1"]);
+    }
+
+    #[test]
+    fn an_invalid_tcf_string_is_reported_with_the_reason() {
+        let (c, errors) = parse(json!({"tcfcs": "CQ"}));
+        assert_eq!(c.tcfcs, None);
+        let message = &errors.as_map()["consents.tcfcs"];
+        assert!(
+            message.starts_with("is not a valid TCF v2 consent string: core segment: truncated"),
+            "{message}"
+        );
     }
 
     #[test]

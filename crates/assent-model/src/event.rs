@@ -7,6 +7,7 @@ use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::limits::{MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS};
 use crate::proof::ProofFile;
 use crate::status::{Stamp, VendorsView};
+use crate::tcf::{PurposeMap, TcfRequest, parse_params};
 use crate::time::Timestamp;
 use crate::token::ConsentGrant;
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,10 @@ pub struct EventInput {
     pub body_json: Vec<u8>,
     /// Parameters for generating a TCF string (`iab`), not stored.
     pub iab: Option<Value>,
+    /// With `$generate_tcfcs=true`: the string to build, from `iab.tcf` and the server's
+    /// purpose map. The store builds it from the status the user has once this event is
+    /// folded, and puts it in `consents.tcfcs` before the event is written.
+    pub tcf: Option<TcfRequest>,
     /// Proof files sent inside the event (`proofs`); their ids are already in
     /// `body.proofs_id`, and the server stores the files before the event.
     pub proofs: Vec<ProofFile>,
@@ -140,6 +145,9 @@ pub struct ParseContext {
     pub organization_id: OrganizationId,
     /// The current instant, to refuse events dated in the future.
     pub now: Timestamp,
+    /// `Some` with the server's purpose map when the request asks for `$generate_tcfcs=true`:
+    /// each event's `iab.tcf` is then read (and required) and the event asks for a string.
+    pub generate_tcfcs: Option<Arc<PurposeMap>>,
 }
 
 /// A parsed `POST /consents/events` body: one event or a batch.
@@ -260,6 +268,18 @@ impl EventInput {
                 None
             }
         };
+        let tcf = ctx.generate_tcfcs.as_ref().and_then(|map| {
+            if body.consents.tcfcs.is_some() {
+                errors.add(
+                    f.child("consents").key("tcfcs"),
+                    "cannot be sent with $generate_tcfcs=true, which makes the string",
+                );
+            }
+            parse_params(f.get("iab"), f.child("iab"), errors).map(|params| TcfRequest {
+                params,
+                map: map.clone(),
+            })
+        });
         f.finish(errors);
         if errors.len() != before {
             return None;
@@ -273,8 +293,15 @@ impl EventInput {
             body,
             body_json,
             iab,
+            tcf,
             proofs,
         })
+    }
+
+    /// Sets the event's TCF string (a generated one) and the stored form of its content.
+    pub fn set_tcfcs(&mut self, tcfcs: String) {
+        self.body.consents.tcfcs = Some(tcfcs);
+        self.body_json = serde_json::to_vec(&self.body).unwrap_or_default();
     }
 
     /// Applies what a consent token grants to an event it creates: the token's user, event
@@ -302,8 +329,17 @@ impl EventInput {
     /// True when `stored` holds the same content as this input, so that a replay of the same
     /// id is answered with the stored event. The status is not compared (it is the event's
     /// lifecycle, changed by `PATCH`), nor `created_at` when this input leaves it to the server.
+    /// An input that asks for a generated TCF string matches whatever string was generated
+    /// for the stored event.
     pub fn same_content(&self, stored: &ConsentEvent) -> bool {
-        self.body == *stored.body
+        let same_body = if self.tcf.is_some() && stored.body.consents.tcfcs.is_some() {
+            let mut sent = self.body.clone();
+            sent.consents.tcfcs.clone_from(&stored.body.consents.tcfcs);
+            sent == *stored.body
+        } else {
+            self.body == *stored.body
+        };
+        same_body
             && self.regulation == stored.regulation
             && self.created_at.is_none_or(|t| t == stored.created_at)
     }
@@ -792,6 +828,7 @@ mod tests {
         ParseContext {
             organization_id: OrganizationId::parse("acme").unwrap(),
             now: Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
+            generate_tcfcs: None,
         }
     }
 
@@ -838,6 +875,105 @@ mod tests {
         assert!(parse_batch(&body, &ctx()).is_err());
     }
 
+    fn generating_ctx() -> ParseContext {
+        ParseContext {
+            generate_tcfcs: Some(Arc::new(PurposeMap::default())),
+            ..ctx()
+        }
+    }
+
+    #[test]
+    fn iab_is_read_only_when_a_string_is_generated() {
+        let body = json!({"iab": {"tcf": {"cmp": 1}, "other": true}});
+        let event = parse_batch(&body, &ctx()).unwrap().events.remove(0);
+        assert_eq!(event.tcf, None);
+        let DomainError::Invalid { errors, .. } =
+            parse_batch(&body, &generating_ctx()).unwrap_err()
+        else {
+            panic!()
+        };
+        for path in ["iab.tcf.cmp_id", "iab.tcf.cmp", "iab.other"] {
+            assert!(errors.as_map().contains_key(path), "{path}: {errors:?}");
+        }
+        let event = parse_batch(&json!({"iab": {"tcf": {"cmp_id": 300}}}), &generating_ctx())
+            .unwrap()
+            .events
+            .remove(0);
+        assert_eq!(event.tcf.unwrap().params.cmp_id, 300);
+    }
+
+    #[test]
+    fn a_batch_names_the_event_without_cmp_id() {
+        let body = json!([{"iab": {"tcf": {"cmp_id": 300}}}, {"user": {"id": "u"}}]);
+        let DomainError::Invalid { errors, .. } =
+            parse_batch(&body, &generating_ctx()).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            errors.as_map().keys().collect::<Vec<_>>(),
+            vec!["[1].iab.tcf.cmp_id"]
+        );
+    }
+
+    #[test]
+    fn a_client_string_cannot_come_with_a_generated_one() {
+        let tc = "CQSbk4AQSbk4AEsAAAENAAFgAMAAAAAAAAAAF5wAQF5gAAAA.IF5wAQF5gAAA.YAAAAAAAAAAA";
+        let body = json!({"consents": {"tcfcs": tc}, "iab": {"tcf": {"cmp_id": 300}}});
+        let DomainError::Invalid { errors, .. } =
+            parse_batch(&body, &generating_ctx()).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(errors.as_map().contains_key("consents.tcfcs"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_replay_asking_for_a_string_matches_the_generated_one() {
+        let body = json!({"id": "e", "created_at": "2020-01-01T00:00:00Z",
+                          "consents": {"purposes": [{"id": "cookies", "enabled": true}]},
+                          "iab": {"tcf": {"cmp_id": 300}}});
+        let input = parse_batch(&body, &generating_ctx())
+            .unwrap()
+            .events
+            .remove(0);
+        let mut generated = input.clone();
+        generated.set_tcfcs("CQSbk4AQSbk4AEsAAAENAAFgAMAAAAAAAAAAF5wAQF5gAAAA".into());
+        let stored = ConsentEvent {
+            id: EventId::parse("e").unwrap(),
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            user_id: "u".into(),
+            created_at: input.created_at.unwrap(),
+            updated_at: Timestamp::from_millis(0),
+            status: EventStatus::Confirmed,
+            regulation: Regulation::default(),
+            seq: 1,
+            body: Arc::new(generated.body.clone()),
+        };
+        assert!(input.same_content(&stored));
+        let plain = parse_batch(
+            &body
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.remove("iab");
+                    Value::Object(o)
+                })
+                .unwrap(),
+            &ctx(),
+        )
+        .unwrap()
+        .events
+        .remove(0);
+        assert!(
+            !plain.same_content(&stored),
+            "without the flag the string is content"
+        );
+        let mut other = input.clone();
+        other.body.consents.purposes[0].enabled = Some(false);
+        assert!(!other.same_content(&stored));
+    }
+
     #[test]
     fn null_and_absent_choices_are_the_same_content() {
         let a = parse_batch(
@@ -863,7 +999,7 @@ mod tests {
                             "channels": [{"id": "sms"}]}],
                          "channels": [{"id": "push", "enabled": true, "metadata": {"z": 1}}],
                          "vendors": {"enabled": ["g"], "disabled_li": ["h"]},
-                         "tcfcs": "CQ"},
+                         "tcfcs": "CQSbk4AQSbk4AEsAAAENAAFgAMAAAAAAAAAAF5wAQF5gAAAA.IF5wAQF5gAAA.YAAAAAAAAAAA"},
             "proofs_id": ["abc.pdf"],
             "delegate": {"id": "agent", "name": "Support", "metadata": {"d": true}}
         });

@@ -2,8 +2,9 @@
 //!
 //! Consent events are the record of truth; a user's consent status is the fold of its confirmed
 //! events. This crate parses and validates what clients send ([`event`], [`user`]), holds the
-//! merge rules that turn events into a status ([`status`]), and the query language used to
-//! select events and users ([`filter`], [`query`]). Storage and HTTP live elsewhere.
+//! merge rules that turn events into a status ([`status`]), the query language used to
+//! select events and users ([`filter`], [`query`]), and how a status becomes an IAB TCF
+//! string ([`tcf`], over the `assent-tcf` codec). Storage and HTTP live elsewhere.
 
 pub mod consents;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod proof;
 pub mod query;
 pub mod status;
+pub mod tcf;
 pub mod time;
 pub mod token;
 pub mod user;

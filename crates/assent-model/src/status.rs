@@ -219,6 +219,38 @@ impl ConsentStatus {
         }
     }
 
+    /// Each purpose's consent and legitimate-interest choices, with the stamps of the events
+    /// that made them (what a TCF string encodes).
+    pub(crate) fn purpose_choices(&self) -> impl Iterator<Item = (&str, StampedChoices)> + '_ {
+        self.purposes.iter().map(|(id, p)| {
+            (
+                id.as_str(),
+                StampedChoices {
+                    consent: stamped(&p.enabled),
+                    legitimate_interest: stamped(&p.enabled_li),
+                },
+            )
+        })
+    }
+
+    /// Each vendor's consent and legitimate-interest choices, with their stamps.
+    pub(crate) fn vendor_choices(&self) -> impl Iterator<Item = (&str, StampedChoices)> + '_ {
+        self.vendors.iter().map(|(id, v)| {
+            (
+                id.as_str(),
+                StampedChoices {
+                    consent: stamped(&v.enabled),
+                    legitimate_interest: stamped(&v.enabled_li),
+                },
+            )
+        })
+    }
+
+    /// The stamp of the event that set the TCF string, if one did.
+    fn tcfcs_stamp(&self) -> Option<Stamp> {
+        self.tcfcs.as_ref().map(|l| l.1)
+    }
+
     /// The status as the API shows it, without stamps.
     pub fn view(&self) -> ConsentsView {
         let mut vendors = VendorsView::default();
@@ -266,6 +298,20 @@ impl ConsentStatus {
             tcfcs: self.tcfcs.as_ref().map(|l| l.0.clone()),
         }
     }
+}
+
+/// The consent and legitimate-interest choices of one purpose or vendor, each with the stamp of
+/// the event that made it; `None` when no event made that choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StampedChoices {
+    /// `enabled`.
+    pub consent: Option<(bool, Stamp)>,
+    /// `enabled_li`.
+    pub legitimate_interest: Option<(bool, Stamp)>,
+}
+
+fn stamped(leaf: &Option<Leaf<bool>>) -> Option<(bool, Stamp)> {
+    leaf.as_ref().map(|Leaf(v, s)| (*v, *s))
 }
 
 /// A user's consent status as the API shows it (`consents` of a user).
@@ -421,6 +467,11 @@ pub struct UserState {
     from_edits: Profile,
     #[serde(default, rename = "r", skip_serializing_if = "SmallMap::is_empty")]
     statuses: SmallMap<Regulation, ConsentStatus>,
+    /// TCF strings set by user writes (`POST|PATCH /consents/users?$generate_tcfcs=true`) rather
+    /// than by events, per regulation; kept apart, like direct profile edits, so that refolds
+    /// keep them.
+    #[serde(default, rename = "t", skip_serializing_if = "SmallMap::is_empty")]
+    tcfcs_edits: SmallMap<Regulation, Leaf<String>>,
 }
 
 fn is_default(p: &Profile) -> bool {
@@ -466,6 +517,7 @@ impl UserState {
     ) -> UserState {
         let mut out = UserState {
             from_edits: self.from_edits.clone(),
+            tcfcs_edits: self.tcfcs_edits.clone(),
             ..UserState::default()
         };
         for (regulation, body, stamp) in events {
@@ -474,12 +526,34 @@ impl UserState {
         out
     }
 
+    /// Sets the TCF string of the status under `regulation` by a user write, stamped
+    /// `stamp`. Between it and the strings events carry, the newest stamp wins.
+    pub fn edit_tcfcs(&mut self, regulation: &Regulation, tcfcs: String, stamp: Stamp) {
+        match self.tcfcs_edits.get_mut(regulation) {
+            Some(leaf) => {
+                if leaf.1 < stamp {
+                    *leaf = Leaf(tcfcs, stamp);
+                }
+            }
+            None => {
+                self.tcfcs_edits
+                    .insert(regulation.clone(), Leaf(tcfcs, stamp));
+            }
+        }
+    }
+
     /// The status under `regulation` (empty when no event of that regulation was applied).
     pub fn status(&self, regulation: &Regulation) -> ConsentsView {
-        self.statuses
-            .get(regulation)
-            .map(ConsentStatus::view)
-            .unwrap_or_default()
+        let status = self.statuses.get(regulation);
+        let mut view = status.map(ConsentStatus::view).unwrap_or_default();
+        if let Some(Leaf(tcfcs, stamp)) = self.tcfcs_edits.get(regulation)
+            && status
+                .and_then(ConsentStatus::tcfcs_stamp)
+                .is_none_or(|s| s < *stamp)
+        {
+            view.tcfcs = Some(tcfcs.clone());
+        }
+        view
     }
 
     /// The regulations under which the user has a status, in a stable order.
@@ -585,6 +659,34 @@ mod tests {
         s.merge(&purpose("news", Some(true)), stamp(100, 2));
         s.merge(&purpose("news", Some(false)), stamp(100, 1));
         assert_eq!(s.view().purposes[0].enabled, Some(true));
+    }
+
+    #[test]
+    fn a_string_set_by_a_user_write_survives_refolds_and_yields_to_newer_events() {
+        let gdpr = Regulation::default();
+        let with_tcfcs = |t: &str| EventBody {
+            consents: Consents {
+                tcfcs: Some(t.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let older = with_tcfcs("from-event-1");
+        let newer = with_tcfcs("from-event-3");
+        let mut s = UserState::default();
+        s.apply(&gdpr, &older, stamp(100, 1));
+        s.edit_tcfcs(&gdpr, "from-edit-2".into(), stamp(200, 2));
+        assert_eq!(s.status(&gdpr).tcfcs.as_deref(), Some("from-edit-2"));
+        let refolded = s.refold([(&gdpr, &older, stamp(100, 1))]);
+        assert_eq!(refolded.status(&gdpr).tcfcs.as_deref(), Some("from-edit-2"));
+        s.apply(&gdpr, &newer, stamp(300, 3));
+        assert_eq!(s.status(&gdpr).tcfcs.as_deref(), Some("from-event-3"));
+        let ccpa = Regulation::parse("ccpa").unwrap();
+        assert_eq!(s.status(&ccpa).tcfcs, None);
+        s.edit_tcfcs(&ccpa, "ccpa-edit".into(), stamp(400, 4));
+        assert_eq!(s.status(&ccpa).tcfcs.as_deref(), Some("ccpa-edit"));
+        let bytes = serde_json::to_vec(&s).unwrap();
+        assert_eq!(serde_json::from_slice::<UserState>(&bytes).unwrap(), s);
     }
 
     #[test]

@@ -7,9 +7,11 @@ use crate::event::UserRef;
 use crate::ids::{OrganizationId, Regulation, check_identifier, parse_country};
 use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::status::{ConsentsView, UserState};
+use crate::tcf::{PurposeMap, TcfRequest, UserTcf, parse_params};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// A stored user with everything derived from its events.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +188,8 @@ pub struct NewUser {
     pub country: Option<String>,
     /// Last seen country.
     pub last_seen_country: Option<String>,
+    /// With `$generate_tcfcs=true`: the TCF string to build for the new user's (empty) status.
+    pub tcf: Option<UserTcf>,
 }
 
 /// A direct change to a user (`PATCH /consents/users/{id}`).
@@ -201,6 +205,40 @@ pub struct UserPatch {
     pub last_seen_country: Option<String>,
     /// The version the client last saw; a mismatch is a conflict.
     pub version: Option<i64>,
+    /// With `$generate_tcfcs=true`: the TCF string to build from the user's status.
+    pub tcf: Option<UserTcf>,
+}
+
+/// What `$generate_tcfcs=true` brings to the parse of a user route: the server's purpose map
+/// and the route's regulation, whose status the string encodes.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateTcfcs<'a> {
+    /// The server's purpose map.
+    pub map: &'a Arc<PurposeMap>,
+    /// The route's `regulation`.
+    pub regulation: &'a Regulation,
+}
+
+/// Reads `iab` (accepted, and ignored unless `generate` is given) and, with `generate`, its
+/// `tcf` parameters.
+fn parse_tcf(
+    f: &Fields<'_, '_>,
+    generate: Option<GenerateTcfcs<'_>>,
+    errors: &mut FieldErrors,
+) -> Option<UserTcf> {
+    if let Some(v) = f.get("iab").filter(|v| !v.is_null() && !v.is_object()) {
+        errors.add("iab", format!("must be an object, not {}", type_name(v)));
+        return None;
+    }
+    let generate = generate?;
+    let params = parse_params(f.get("iab"), f.child("iab"), errors)?;
+    Some(UserTcf {
+        regulation: generate.regulation.clone(),
+        request: TcfRequest {
+            params,
+            map: generate.map.clone(),
+        },
+    })
 }
 
 const NEW_USER_FIELDS: &[&str] = &[
@@ -210,6 +248,7 @@ const NEW_USER_FIELDS: &[&str] = &[
     "metadata",
     "country",
     "last_seen_country",
+    "iab",
 ];
 const PATCH_FIELDS: &[&str] = &[
     "organization_user_id",
@@ -217,6 +256,7 @@ const PATCH_FIELDS: &[&str] = &[
     "country",
     "last_seen_country",
     "version",
+    "iab",
 ];
 
 fn country(f: &Fields<'_, '_>, key: &str, errors: &mut FieldErrors) -> Option<String> {
@@ -230,8 +270,13 @@ fn country(f: &Fields<'_, '_>, key: &str, errors: &mut FieldErrors) -> Option<St
 }
 
 impl NewUser {
-    /// Parses a `POST /consents/users` body.
-    pub fn parse(value: &Value, organization_id: &OrganizationId) -> Result<NewUser, DomainError> {
+    /// Parses a `POST /consents/users` body; `generate` when the route asks for
+    /// `$generate_tcfcs=true`.
+    pub fn parse(
+        value: &Value,
+        organization_id: &OrganizationId,
+        generate: Option<GenerateTcfcs<'_>>,
+    ) -> Result<NewUser, DomainError> {
         let mut errors = FieldErrors::new();
         check_bounds(value, Path::Root, &mut errors);
         errors.clone().into_result()?;
@@ -254,6 +299,7 @@ impl NewUser {
             metadata: f.metadata("metadata", &mut errors),
             country: country(&f, "country", &mut errors),
             last_seen_country: country(&f, "last_seen_country", &mut errors),
+            tcf: parse_tcf(&f, generate, &mut errors),
         };
         f.finish(&mut errors);
         errors.into_result()?;
@@ -262,8 +308,12 @@ impl NewUser {
 }
 
 impl UserPatch {
-    /// Parses a `PATCH /consents/users/{id}` body.
-    pub fn parse(value: &Value) -> Result<UserPatch, DomainError> {
+    /// Parses a `PATCH /consents/users/{id}` body; `generate` when the route asks for
+    /// `$generate_tcfcs=true`.
+    pub fn parse(
+        value: &Value,
+        generate: Option<GenerateTcfcs<'_>>,
+    ) -> Result<UserPatch, DomainError> {
         let mut errors = FieldErrors::new();
         check_bounds(value, Path::Root, &mut errors);
         errors.clone().into_result()?;
@@ -289,6 +339,7 @@ impl UserPatch {
             country: country(&f, "country", &mut errors),
             last_seen_country: country(&f, "last_seen_country", &mut errors),
             version,
+            tcf: parse_tcf(&f, generate, &mut errors),
         };
         f.finish(&mut errors);
         errors.into_result()?;

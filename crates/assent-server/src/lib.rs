@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 
+use assent_model::tcf::PurposeMap;
 use assent_store::Store;
 use auth::Sessions;
 use axum::Router;
@@ -39,9 +40,12 @@ pub struct AppState {
     pub openapi: Arc<String>,
     /// The rate limits and their counts.
     pub limits: Arc<RateLimits>,
+    /// Which purposes are which IAB TCF purposes, for `$generate_tcfcs=true`.
+    pub tcf_purpose_map: Arc<PurposeMap>,
 }
 
-/// How the HTTP layer protects itself: rate limits and the longest time a request may take.
+/// How the HTTP layer behaves: rate limits, the longest time a request may take, and the
+/// purpose map of generated TCF strings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Rate limits per organization and route class.
@@ -49,14 +53,18 @@ pub struct ServerConfig {
     /// Longest time from the end of a request's headers to its answer, body read included
     /// (`None`: no limit). Beyond it the answer is 408 `Timeout`.
     pub request_timeout: Option<Duration>,
+    /// Which purposes are which IAB TCF purposes and special features when a write asks for
+    /// `$generate_tcfcs=true` (Didomi's ids by default).
+    pub tcf_purpose_map: Arc<PurposeMap>,
 }
 
 impl Default for ServerConfig {
-    /// The contract's rate limits and a 30 s request timeout.
+    /// The contract's rate limits, a 30 s request timeout and Didomi's purpose ids.
     fn default() -> Self {
         ServerConfig {
             rate_limits: RateLimitConfig::default(),
             request_timeout: Some(Duration::from_secs(30)),
+            tcf_purpose_map: Arc::new(PurposeMap::default()),
         }
     }
 }
@@ -106,7 +114,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// Builds the application over `store`, signing sessions with `signing_key`, with the rate
-/// limits and request timeout of `config`.
+/// limits, request timeout and TCF purpose map of `config`.
 pub fn router(store: Arc<dyn Store>, signing_key: &[u8], config: &ServerConfig) -> Router {
     metrics::install();
     let (routes, api) = documented_routes();
@@ -115,6 +123,7 @@ pub fn router(store: Arc<dyn Store>, signing_key: &[u8], config: &ServerConfig) 
         sessions: Arc::new(Sessions::new(signing_key)),
         openapi: Arc::new(api.to_json().expect("the OpenAPI document serializes")),
         limits: Arc::new(RateLimits::new(&config.rate_limits)),
+        tcf_purpose_map: config.tcf_purpose_map.clone(),
     };
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(

@@ -29,6 +29,12 @@ pub enum Command {
     /// Export an organization's users and events as gzip NDJSON in Didomi's batch-export
     /// layout, straight from the store.
     Export(crate::export::ExportArgs),
+    /// Decode or encode IAB TCF consent strings.
+    #[command(subcommand)]
+    Tcf(crate::iab::TcfCommand),
+    /// Decode or encode IAB GPP strings.
+    #[command(subcommand)]
+    Gpp(crate::iab::GppCommand),
 }
 
 /// `assent keys ...`

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod export;
+pub mod iab;
 pub mod import;
 pub mod listen;
 pub mod logging;
@@ -9,4 +10,4 @@ pub mod migrate;
 pub mod serve;
 
 pub use cli::{Cli, Command};
-pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs};
+pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs};

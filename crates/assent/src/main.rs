@@ -18,6 +18,12 @@ fn main() -> ExitCode {
             .map(|line| println!("{line}")),
         Command::Migrate(args) => runtime().and_then(|rt| rt.block_on(assent::migrate::run(args))),
         Command::Serve(args) => serve(args),
+        Command::Tcf(command) => {
+            assent::iab::tcf(&command, std::io::stdin().lock()).map(|out| println!("{out}"))
+        }
+        Command::Gpp(command) => {
+            assent::iab::gpp(&command, std::io::stdin().lock()).map(|out| println!("{out}"))
+        }
         Command::Import(args) => runtime().and_then(|rt| {
             let summary = rt.block_on(assent::import::run(args))?;
             println!("{summary}");

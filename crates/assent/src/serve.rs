@@ -6,6 +6,7 @@ use assent_delivery::http::HttpConfig;
 use assent_delivery::schedule::RetrySchedule;
 use assent_delivery::worker::{Worker, WorkerConfig};
 use assent_model::OrganizationId;
+use assent_model::tcf::PurposeMap;
 use assent_server::ServerConfig;
 use assent_server::keys;
 use assent_server::ratelimit::{Rate, RateLimitConfig, RateSetting};
@@ -97,6 +98,33 @@ pub struct ServeArgs {
     /// Rate limits and request limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// How TCF strings are generated.
+    #[command(flatten)]
+    pub tcf: TcfArgs,
+}
+
+/// How `$generate_tcfcs=true` maps purposes to IAB TCF numbers.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TcfArgs {
+    /// A JSON file mapping purpose ids to IAB TCF purposes and special features
+    /// (`{"purposes": {"cookies": 1, ...}, "special_features": {"geolocation_data": 1}}`);
+    /// it replaces the default, Didomi's ids.
+    #[arg(long, env = "ASSENT_TCF_PURPOSE_MAP")]
+    pub tcf_purpose_map: Option<PathBuf>,
+}
+
+impl TcfArgs {
+    /// The purpose map: the file's, or Didomi's ids without one. The error is one sentence
+    /// naming the file.
+    pub fn load(&self) -> Result<PurposeMap, String> {
+        let Some(path) = &self.tcf_purpose_map else {
+            return Ok(PurposeMap::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the TCF purpose map {}: {e}", path.display()))?;
+        PurposeMap::from_json(&text)
+            .map_err(|e| format!("the TCF purpose map {} is not valid: {e}", path.display()))
+    }
 }
 
 /// Rate limits and limits on how requests arrive.
@@ -148,6 +176,7 @@ impl LimitArgs {
                 consents: self.consents_rate_limit.0,
             },
             request_timeout: Some(self.request_timeout).filter(|d| !d.is_zero()),
+            ..ServerConfig::default()
         }
     }
 
@@ -259,13 +288,18 @@ impl RunningServer {
 
 /// Opens the store, bootstraps it, binds the address and serves in a background task.
 pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
+    let tcf_purpose_map = Arc::new(args.tcf.load()?);
     let store = args.store.open().await?;
     let bootstrap_key = bootstrap(store.as_ref()).await?;
     let signing_key = store
         .signing_key()
         .await
         .map_err(|e| format!("cannot read the signing key: {e}"))?;
-    let app = assent_server::router(store.clone(), &signing_key, &args.limits.server_config());
+    let config = ServerConfig {
+        tcf_purpose_map,
+        ..args.limits.server_config()
+    };
+    let app = assent_server::router(store.clone(), &signing_key, &config);
     let head_limits = args.limits.head_limits();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

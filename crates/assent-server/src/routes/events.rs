@@ -1,6 +1,8 @@
 //! `/v1/consents/events`: record consent choices, list and change them.
 
-use super::{IdPath, OrganizationParam, WriteFlags, write_options};
+use super::{
+    IdPath, OrganizationParam, TcfFlag, WriteFlags, generating_write_options, write_options,
+};
 use crate::AppState;
 use crate::auth::{Caller, Tenant};
 use crate::error::{ApiError, ErrorBody};
@@ -47,9 +49,50 @@ pub struct EventIn {
     proofs_id: Option<Vec<String>>,
     /// Who acts on the user's behalf.
     delegate: Option<Delegate>,
-    /// TCF generation parameters.
-    #[schema(value_type = Option<Object>)]
-    iab: Option<serde_json::Value>,
+    /// Parameters of the TCF string that `$generate_tcfcs=true` builds; ignored without it.
+    iab: Option<IabIn>,
+}
+
+/// The `iab` object of a write.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::tcf"
+)]
+pub struct IabIn {
+    /// The TC string's parameters.
+    tcf: Option<TcfParamsIn>,
+}
+
+/// The CMP-side fields of a generated TC string (API.md §6); unknown fields are refused.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::tcf"
+)]
+pub struct TcfParamsIn {
+    /// The CMP's IAB id, 2 to 4095; required with `$generate_tcfcs=true`.
+    cmp_id: u16,
+    /// 0 to 4095; default 1.
+    cmp_version: Option<u16>,
+    /// 0 to 63; default 1.
+    consent_screen: Option<u8>,
+    /// Two letters; default `EN`.
+    consent_language: Option<String>,
+    /// The Global Vendor List version, 0 to 4095; default 0.
+    vendor_list_version: Option<u16>,
+    /// 0 to 63; default 5.
+    tcf_policy_version: Option<u8>,
+    /// Default false.
+    use_non_standard_texts: Option<bool>,
+    /// Default false.
+    purpose_one_treatment: Option<bool>,
+    /// The publisher's country, two letters; default `AA` (unknown).
+    publisher_cc: Option<String>,
+    /// `[{purpose_id, restriction_type, vendors}]` with `restriction_type` one of
+    /// `not_allowed`, `require_consent`, `require_li`; default none.
+    #[schema(value_type = Option<Vec<Object>>)]
+    publisher_restrictions: Option<Vec<serde_json::Value>>,
 }
 
 /// One event, or a batch of 1 to 100 (all or nothing).
@@ -133,12 +176,13 @@ fn event_id(raw: &str) -> Result<EventId, ApiError> {
     EventId::parse(raw).map_err(|m| ApiError::bad_field("id", m))
 }
 
-/// Records one event or a batch.
+/// Records one event or a batch; with `$generate_tcfcs=true`, builds each event's TCF string
+/// from the status its user has once the event is folded.
 #[utoipa::path(
     post,
     path = "/v1/consents/events",
     tag = "consents/events",
-    params(OrganizationParam, WriteFlags),
+    params(OrganizationParam, WriteFlags, TcfFlag),
     request_body = EventsIn,
     responses(
         (status = 200, description = "The stored event, or the batch in input order", body = EventsOut),
@@ -157,10 +201,11 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     query::only(&q, &[])?;
-    let options = write_options(&q)?;
+    let (options, generate_tcfcs) = generating_write_options(&state, &q)?;
     let ctx = ParseContext {
         organization_id: caller.org.clone(),
         now: Timestamp::now(),
+        generate_tcfcs,
     };
     let mut batch = parse_batch(&body, &ctx)?;
     if let Some(grant) = &caller.end_user {

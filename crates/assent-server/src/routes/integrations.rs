@@ -462,6 +462,7 @@ pub async fn inbound(
     let ctx = assent_model::event::ParseContext {
         organization_id: org.clone(),
         now: Timestamp::now(),
+        generate_tcfcs: None,
     };
     let batch = assent_model::event::parse_batch(&serde_json::Value::Array(events), &ctx)?;
     let options = assent_store::WriteOptions {

@@ -10,11 +10,14 @@ pub mod sessions;
 pub mod tokens;
 pub mod users;
 
+use crate::AppState;
 use crate::error::ApiError;
 use assent_model::query;
+use assent_model::tcf::PurposeMap;
 use assent_store::WriteOptions;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
+use std::sync::Arc;
 
 /// The `{id}` segment of a path, percent-decoded.
 pub struct IdPath(pub String);
@@ -55,14 +58,45 @@ pub struct WriteFlags {
     disable_integrations: Option<bool>,
 }
 
-/// The options of a write route, from its query flags.
+/// The flag of the writes that can build a TCF string.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "documents query parameters; handlers read them as pairs"
+)]
+pub struct TcfFlag {
+    /// Build a TCF v2.2 consent string from the user's status once this write is applied,
+    /// store it as `consents.tcfcs` and return it. The body's `iab.tcf` gives the string's
+    /// parameters; `iab.tcf.cmp_id` is then required. The status is the event's regulation
+    /// on events, the `regulation` parameter on users.
+    #[param(rename = "$generate_tcfcs")]
+    generate_tcfcs: Option<bool>,
+}
+
+/// The options of a write route that cannot build TCF strings, from its query flags.
 pub fn write_options(q: &[(String, String)]) -> Result<WriteOptions, ApiError> {
     if query::flag(q, "$generate_tcfcs")? {
         return Err(ApiError::bad_field(
             "$generate_tcfcs",
-            "generating TCF strings is not available in this version of Assent",
+            "is only available on POST /consents/events, POST /consents/users and \
+             PATCH /consents/users/{id}",
         ));
     }
+    flag_options(q)
+}
+
+/// The options of a write route that can build TCF strings, and the purpose map to build them
+/// with when the query asks for `$generate_tcfcs=true`.
+pub fn generating_write_options(
+    state: &AppState,
+    q: &[(String, String)],
+) -> Result<(WriteOptions, Option<Arc<PurposeMap>>), ApiError> {
+    let generate = query::flag(q, "$generate_tcfcs")?.then(|| state.tcf_purpose_map.clone());
+    Ok((flag_options(q)?, generate))
+}
+
+fn flag_options(q: &[(String, String)]) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         disable_integrations: query::flag(q, "$disable_integrations")?,
         origin: None,

@@ -1,12 +1,15 @@
 //! `/v1/consents/users`: users and their consent status.
 
-use super::{IdPath, OrganizationParam, WriteFlags, write_options};
+use super::events::IabIn;
+use super::{
+    IdPath, OrganizationParam, TcfFlag, WriteFlags, generating_write_options, write_options,
+};
 use crate::AppState;
 use crate::auth::{Caller, Tenant};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, QueryPairs};
 use assent_model::query::{self, UsersQuery};
-use assent_model::user::{NewUser, UserPatch, UserSelector, UserView};
+use assent_model::user::{GenerateTcfcs, NewUser, UserPatch, UserSelector, UserView};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -43,6 +46,8 @@ pub struct UserIn {
     country: Option<String>,
     /// ISO 3166-1 alpha-2 country last seen.
     last_seen_country: Option<String>,
+    /// Parameters of the TCF string that `$generate_tcfcs=true` builds; ignored without it.
+    iab: Option<IabIn>,
 }
 
 /// A change to a user.
@@ -63,6 +68,8 @@ pub struct UserPatchIn {
     last_seen_country: Option<String>,
     /// The version last read; a mismatch is a 409.
     version: Option<i64>,
+    /// Parameters of the TCF string that `$generate_tcfcs=true` builds; ignored without it.
+    iab: Option<IabIn>,
 }
 
 /// Query of `GET /consents/users`.
@@ -147,12 +154,12 @@ pub async fn list(
     }))
 }
 
-/// Creates a user.
+/// Creates a user; with `$generate_tcfcs=true`, also the TCF string of its (empty) status.
 #[utoipa::path(
     post,
     path = "/v1/consents/users",
     tag = "consents/users",
-    params(OrganizationParam, WriteFlags),
+    params(OrganizationParam, WriteFlags, TcfFlag),
     request_body = UserIn,
     responses(
         (status = 200, description = "The new user", body = UserView),
@@ -168,9 +175,13 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Json<UserView>, ApiError> {
     query::only(&q, &["regulation"])?;
-    let options = write_options(&q)?;
+    let (options, map) = generating_write_options(&state, &q)?;
     let regulation = query::regulation(&q)?;
-    let user = NewUser::parse(&body, &tenant.org)?;
+    let generate = map.as_ref().map(|map| GenerateTcfcs {
+        map,
+        regulation: &regulation,
+    });
+    let user = NewUser::parse(&body, &tenant.org, generate)?;
     let user = state.store.create_user(&tenant.org, user, options).await?;
     Ok(Json(user.view(&regulation)))
 }
@@ -216,12 +227,13 @@ pub async fn get(
     }))
 }
 
-/// Changes a user's profile.
+/// Changes a user's profile; with `$generate_tcfcs=true`, also builds the TCF string of its
+/// status under `regulation`.
 #[utoipa::path(
     patch,
     path = "/v1/consents/users/{id}",
     tag = "consents/users",
-    params(("id" = String, Path, description = "User id, or organization user id"), OrganizationParam, UserParams, WriteFlags),
+    params(("id" = String, Path, description = "User id, or organization user id"), OrganizationParam, UserParams, WriteFlags, TcfFlag),
     request_body = UserPatchIn,
     responses(
         (status = 200, description = "The changed user", body = UserView),
@@ -239,10 +251,14 @@ pub async fn patch(
     JsonBody(body): JsonBody,
 ) -> Result<Json<UserView>, ApiError> {
     query::only(&q, &["$by_organization_user_id", "regulation"])?;
-    let options = write_options(&q)?;
+    let (options, map) = generating_write_options(&state, &q)?;
     let user = selector(&id, &q)?;
     let regulation = query::regulation(&q)?;
-    let patch = UserPatch::parse(&body)?;
+    let generate = map.as_ref().map(|map| GenerateTcfcs {
+        map,
+        regulation: &regulation,
+    });
+    let patch = UserPatch::parse(&body, generate)?;
     let user = state
         .store
         .patch_user(&tenant.org, &user, patch, options)

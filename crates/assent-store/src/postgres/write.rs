@@ -9,6 +9,7 @@ use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
 use assent_model::integration::Change;
 use assent_model::query::EventsQuery;
+use assent_model::tcf::generate_for_events;
 use assent_model::user::{
     Found, NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve,
 };
@@ -16,6 +17,7 @@ use assent_model::{
     ConsentEvent, EventId, EventInput, EventStatus, OrganizationId, Stamp, Timestamp, UserState,
 };
 use deadpool_postgres::{GenericClient, Object, Transaction};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -289,7 +291,8 @@ async fn append_tx(
             .into_iter()
             .map(|(e, _)| (e.id.to_string(), e))
             .collect();
-    let mut fresh: Vec<&EventInput> = Vec::with_capacity(events.len());
+    // Borrowed, unless a TCF string is generated into them: a retry starts from the inputs.
+    let mut fresh: Vec<Cow<'_, EventInput>> = Vec::with_capacity(events.len());
     for input in events {
         if let Some(id) = &input.id
             && let Some(existing) = stored.get(id.as_str())
@@ -301,7 +304,7 @@ async fn append_tx(
             }
             continue;
         }
-        fresh.push(input);
+        fresh.push(Cow::Borrowed(input));
     }
 
     // Users the events name.
@@ -470,6 +473,39 @@ async fn append_tx(
         .iter()
         .map(|e| e.created_at.unwrap_or(now).millis())
         .collect();
+
+    // Users are folded now, under their locks, when their changes are announced (the statuses
+    // before and after are needed) or when TCF strings are built from their statuses; otherwise
+    // the folder does it later.
+    let generating = fresh.iter().any(|e| e.tcf.is_some());
+    let mut locked = None;
+    if !fresh.is_empty() && (generating || mask & USER_CHANGES != 0) {
+        let created: std::collections::HashSet<i64> = real
+            .values()
+            .copied()
+            .filter(|k| !adopted.contains_key(k))
+            .collect();
+        locked = Some(lock_for_fold(tx, org, &keys, &created).await?);
+    }
+    if generating && let Some(locked) = &locked {
+        let index: HashMap<i64, &PgUser> = locked.users.iter().map(|u| (u.key, u)).collect();
+        generate_for_events(
+            fresh.iter_mut().enumerate().map(|(i, e)| {
+                let stamp = Stamp {
+                    at: created_at[i],
+                    seq: seqs[i],
+                };
+                (keys[i], stamp, e.to_mut())
+            }),
+            now,
+            |key, regulation| -> Result<_, StoreError> {
+                let user = index.get(&key).ok_or_else(|| {
+                    StoreError::Internal(format!("user {key} of the request is not locked"))
+                })?;
+                Ok(user.record.state.stamped_status(regulation).cloned())
+            },
+        )?;
+    }
     let mut user_ids: HashMap<i64, String> = by_id
         .values()
         .map(|f| (real.get(&f.key).copied().unwrap_or(f.key), f.id.clone()))
@@ -539,22 +575,18 @@ async fn append_tx(
             .copied()
             .chain(attached.keys().copied())
             .collect();
-        if mask & USER_CHANGES != 0 {
-            // Announced: the users' statuses before and after are needed, so fold now, under
-            // the users' locks, instead of leaving it to the folder.
-            let created: std::collections::HashSet<i64> = real
-                .values()
-                .copied()
-                .filter(|k| !adopted.contains_key(k))
-                .collect();
-            let announced = fold_announced(tx, org, &made, &keys, &moved, &created, now).await?;
-            let mut changes: Vec<(i64, Change)> = made
-                .iter()
-                .zip(&keys)
-                .map(|(e, k)| (*k, Change::event_created(e)))
-                .collect();
-            changes.extend(announced);
-            announce(tx, org, mask, &changes, now, origin).await?;
+        if let Some(locked) = locked {
+            let announce_users = mask & USER_CHANGES != 0;
+            let folded = fold_locked(tx, locked, &made, &keys, &moved, announce_users, now).await?;
+            if mask != 0 {
+                let mut changes: Vec<(i64, Change)> = made
+                    .iter()
+                    .zip(&keys)
+                    .map(|(e, k)| (*k, Change::event_created(e)))
+                    .collect();
+                changes.extend(folded);
+                announce(tx, org, mask, &changes, now, origin).await?;
+            }
             return Ok((answer_of(events, &stored, made), fresh.len() as u64));
         }
         if mask != 0 {
@@ -608,23 +640,43 @@ fn answer_of(
         .collect()
 }
 
-/// Folds an announced append into its users under their locks (their pending folds too), and
-/// returns the users' changes: created, or updated with the status before and after.
-async fn fold_announced(
+/// The users of an append, locked, with their pending folds folded in (and forgotten as
+/// pending: they must be written back), and each as it was before the append.
+struct LockedUsers {
+    users: Vec<PgUser>,
+    /// `None` for the users the append created.
+    before: Vec<Option<UserRecord>>,
+}
+
+/// Locks the users of an append (`keys`; `created`: those it created) and folds their pending
+/// events in.
+async fn lock_for_fold(
     tx: &Transaction<'_>,
     org: &OrganizationId,
-    made: &[ConsentEvent],
     keys: &[i64],
-    moved: &std::collections::HashSet<i64>,
     created: &std::collections::HashSet<i64>,
-    now: Timestamp,
-) -> Result<Vec<(i64, Change)>, TxError> {
+) -> Result<LockedUsers, TxError> {
     let mut users = retry(read::lock_users(tx, org, keys).await)?;
     let mut before = Vec::with_capacity(users.len());
     for user in &mut users {
         absorb_pending(tx, user).await?;
         before.push((!created.contains(&user.key)).then(|| user.record.clone()));
     }
+    Ok(LockedUsers { users, before })
+}
+
+/// Folds an append into its locked users and writes them; with `announce_users`, returns the
+/// users' changes: created, or updated with the status before and after.
+async fn fold_locked(
+    tx: &Transaction<'_>,
+    locked: LockedUsers,
+    made: &[ConsentEvent],
+    keys: &[i64],
+    moved: &std::collections::HashSet<i64>,
+    announce_users: bool,
+    now: Timestamp,
+) -> Result<Vec<(i64, Change)>, TxError> {
+    let LockedUsers { mut users, before } = locked;
     let index: HashMap<i64, usize> = users.iter().enumerate().map(|(i, u)| (u.key, i)).collect();
     let mut confirmed_for: std::collections::HashSet<i64> = std::collections::HashSet::new();
     for (event, key) in made.iter().zip(keys) {
@@ -648,6 +700,9 @@ async fn fold_announced(
     let refs: Vec<&PgUser> = users.iter().collect();
     write_users(tx, &refs).await?;
     let mut changes = Vec::new();
+    if !announce_users {
+        return Ok(changes);
+    }
     for (user, old) in users.iter().zip(before) {
         if old.is_some() && !confirmed_for.contains(&user.key) && !moved.contains(&user.key) {
             continue;
@@ -921,15 +976,20 @@ pub async fn create_user(
                 )?;
             }
             let seq = next_seqs(&tx, 1).await?[0];
+            let stamp = Stamp {
+                at: now.millis(),
+                seq,
+            };
             let mut state = UserState::default();
+            if let Some(tcf) = &user.tcf {
+                let tcfcs = tcf.generate(&state, now).map_err(StoreError::from)?;
+                state.edit_tcfcs(&tcf.regulation, tcfcs, stamp);
+            }
             state.edit_profile(
                 user.metadata.as_ref(),
                 user.country.as_deref(),
                 user.last_seen_country.as_deref(),
-                Stamp {
-                    at: now.millis(),
-                    seq,
-                },
+                stamp,
             );
             let state_json = state_bytes(&state)?;
             let key: i64 = tx
@@ -1003,14 +1063,23 @@ pub async fn patch_user(
                 user.record.organization_user_id = Some(o.clone());
             }
             let seq = next_seqs(&tx, 1).await?[0];
+            let stamp = Stamp {
+                at: now.millis(),
+                seq,
+            };
+            // A profile edit leaves the status as it is: the string encodes the current one,
+            // pending folds included.
+            if let Some(tcf) = &patch.tcf {
+                let tcfcs = tcf
+                    .generate(&user.record.state, now)
+                    .map_err(StoreError::from)?;
+                user.record.state.edit_tcfcs(&tcf.regulation, tcfcs, stamp);
+            }
             user.record.state.edit_profile(
                 patch.metadata.as_ref(),
                 patch.country.as_deref(),
                 patch.last_seen_country.as_deref(),
-                Stamp {
-                    at: now.millis(),
-                    seq,
-                },
+                stamp,
             );
             user.record.version += 1;
             user.record.updated_at = now;

@@ -31,6 +31,7 @@ use assent_model::integration::{
     Change, ChangeKind, Delivery, DeliveryStatus, Integration, IntegrationPatch,
 };
 use assent_model::query::EventsQuery;
+use assent_model::tcf::generate_for_events;
 use assent_model::user::{NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve};
 use assent_model::{
     ConsentEvent, EventBody, EventId, EventInput, EventStatus, OrganizationId, Regulation, Stamp,
@@ -1177,6 +1178,33 @@ impl Writer {
                 input: Box::new(input),
             });
         }
+        // Still phase 1: the TCF strings asked for (`$generate_tcfcs=true`), each from the
+        // status its user has once its event is folded. Users' states are read, not changed.
+        let created: HashSet<i64> = cmd.created.iter().map(|e| e.key).collect();
+        let (conn, cache) = (&self.conn, &self.cache);
+        generate_for_events(
+            plans.iter_mut().filter_map(|plan| match plan {
+                Plan::New { key, seq, input } => {
+                    let stamp = Stamp {
+                        at: input.created_at.unwrap_or(now).millis(),
+                        seq: *seq,
+                    };
+                    Some((*key, stamp, &mut **input))
+                }
+                Plan::Stored(_) => None,
+            }),
+            now,
+            |key, regulation| -> Result<_, StoreError> {
+                if created.contains(&key) {
+                    return Ok(None);
+                }
+                let status = |state: &UserState| state.stamped_status(regulation).cloned();
+                Ok(match cache.get(key) {
+                    Some(entry) => status(&entry.record.state),
+                    None => read::user_row(conn, org, key)?.and_then(|e| status(&e.record.state)),
+                })
+            },
+        )?;
 
         // Phase 2: effects.
         let mask = self.announced(org_key, cmd.announce);
@@ -1657,15 +1685,22 @@ impl Writer {
             at: now.millis(),
             seq: self.next_seq(now),
         };
+        let mut state = UserState::default();
+        let tcfcs = match &user.tcf {
+            Some(tcf) => Some((tcf, tcf.generate(&state, now).map_err(StoreError::from)?)),
+            None => None,
+        };
 
         // Phase 2.
-        let mut state = UserState::default();
         state.edit_profile(
             user.metadata.as_ref(),
             user.country.as_deref(),
             user.last_seen_country.as_deref(),
             stamp,
         );
+        if let Some((tcf, tcfcs)) = tcfcs {
+            state.edit_tcfcs(&tcf.regulation, tcfcs, stamp);
+        }
         self.cache.insert(UserEntry {
             key,
             org_key,
@@ -1756,6 +1791,14 @@ impl Writer {
             at: now.millis(),
             seq: self.next_seq(now),
         };
+        // A profile edit leaves the status as it is: the string encodes the current one.
+        let tcfcs = match &patch.tcf {
+            Some(tcf) => {
+                let state = &self.entry(org, found.key)?.record.state;
+                Some((tcf, tcf.generate(state, now).map_err(StoreError::from)?))
+            }
+            None => None,
+        };
 
         // Phase 2.
         let mask = self.announced(org_key, cmd.announce);
@@ -1770,6 +1813,9 @@ impl Writer {
             patch.last_seen_country.as_deref(),
             stamp,
         );
+        if let Some((tcf, tcfcs)) = tcfcs {
+            entry.record.state.edit_tcfcs(&tcf.regulation, tcfcs, stamp);
+        }
         self.changed(group, found.key, now, &mut HashSet::new());
         fatal(self.write_through(group, found.key))?;
         fatal(self.announce_user(mask, org_key, found.key, old_user, None, now))?;

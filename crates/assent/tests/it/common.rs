@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use assent::serve::{DeliveryArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, start};
+use assent::serve::{DeliveryArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs, start};
 use assent_model::consents::{Consents, Vendors};
 use assent_model::event::{EventBody, EventView};
 use assent_model::status::ConsentsView;
@@ -112,6 +112,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// The rate limits and request limits it runs with.
     pub limits: LimitArgs,
+    /// The TCF settings it runs with.
+    pub tcf: TcfArgs,
     server: Option<RunningServer>,
 }
 
@@ -160,12 +162,28 @@ impl TestServer {
         delivery: DeliveryArgs,
         limits: LimitArgs,
     ) -> Option<TestServer> {
+        Self::start_custom(backend, delivery, limits, TcfArgs::default()).await
+    }
+
+    /// Starts a server on a fresh store of `backend` with these TCF settings.
+    pub async fn start_tcf(backend: Backend, tcf: TcfArgs) -> Option<TestServer> {
+        Self::start_custom(backend, test_delivery(), test_limits(), tcf).await
+    }
+
+    /// Starts a server on a fresh store of `backend` with every setting given.
+    pub async fn start_custom(
+        backend: Backend,
+        delivery: DeliveryArgs,
+        limits: LimitArgs,
+        tcf: TcfArgs,
+    ) -> Option<TestServer> {
         let (dir, store) = fresh_store(backend).await?;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
             delivery,
             limits: limits.clone(),
+            tcf: tcf.clone(),
         })
         .await
         .expect("server starts");
@@ -182,6 +200,7 @@ impl TestServer {
             store,
             http: reqwest::Client::new(),
             limits,
+            tcf,
             server: Some(server),
         })
     }
@@ -409,12 +428,14 @@ impl TestServer {
     pub async fn restart(self) -> TestServer {
         let (key, secret, org) = (self.key.clone(), self.secret.clone(), self.org.clone());
         let limits = self.limits.clone();
+        let tcf = self.tcf.clone();
         let (dir, store) = self.stop().await;
         let server = start(ServeArgs {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
             delivery: test_delivery(),
             limits: limits.clone(),
+            tcf: tcf.clone(),
         })
         .await
         .expect("server restarts");
@@ -431,6 +452,7 @@ impl TestServer {
             store,
             http: reqwest::Client::new(),
             limits,
+            tcf,
             server: Some(server),
         }
     }

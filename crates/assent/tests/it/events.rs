@@ -888,7 +888,6 @@ async fn a_valid_tcf_string_is_accepted_and_echoed(#[case] backend: Backend) {
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
-#[ignore = "lands with the TCF decoder (issue 5): tcfcs is not validated until then"]
 async fn an_invalid_tcf_string_is_400_naming_it(#[case] backend: Backend) {
     let Some(server) = TestServer::start_on(backend).await else {
         return;

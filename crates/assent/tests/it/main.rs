@@ -29,5 +29,6 @@ mod resolution;
 mod sessions;
 mod smoke;
 mod status;
+mod tcf;
 mod trust;
 mod users;
