@@ -93,7 +93,7 @@ impl PartWriter {
             .map_err(|e| write_error(&part.path, e))?;
         part.lines += 1;
         part.unflushed += line.len() as u64;
-        if part.unflushed >= FLUSH_EVERY {
+        if part.unflushed >= FLUSH_EVERY.min(self.max_bytes / 4) {
             part.gz.flush().map_err(|e| write_error(&part.path, e))?;
             part.unflushed = 0;
         }

@@ -1,7 +1,8 @@
 //! Reading import files as a stream of rows, each one event or the reason it cannot be one.
 //!
-//! NDJSON (`.ndjson`, `.jsonl`) holds one event per line; `.json` holds a JSON array of events
-//! (or NDJSON); CSV (`.csv`) holds one purpose choice per row under the header
+//! NDJSON (`.ndjson`, `.jsonl`) holds one event per line, or one user with its events per line
+//! as exports write them; `.json` holds a JSON array of events (or NDJSON); any of them may be
+//! gzipped (`.gz`; `.json.gz` is read as NDJSON, as export parts are); CSV (`.csv`) holds one purpose choice per row under the header
 //! `organization_user_id,purpose,enabled,created_at[,id][,regulation]`. Files are read as a
 //! stream: memory does not grow with their size.
 
@@ -48,6 +49,23 @@ pub fn format_of(path: &Path) -> Result<Format, String> {
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    if ext == "gz" {
+        // Compressed files are read as a stream too; `.json.gz` is NDJSON, as in exports.
+        let inner = Path::new(path.file_stem().unwrap_or_default());
+        let inner_ext = inner
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        return match inner_ext.as_str() {
+            "csv" => Ok(Format::Csv),
+            "ndjson" | "jsonl" | "json" => Ok(Format::Ndjson),
+            _ => Err(format!(
+                "{}: unknown file type; name it .ndjson.gz, .jsonl.gz, .json.gz or .csv.gz",
+                path.display()
+            )),
+        };
+    }
     match ext.as_str() {
         "csv" => Ok(Format::Csv),
         "ndjson" | "jsonl" => Ok(Format::Ndjson),
@@ -102,13 +120,19 @@ pub fn read_file(
 ) -> Result<(), String> {
     let format = format_of(path)?;
     let file = std::fs::File::open(path).map_err(|e| open_error(path, &e))?;
-    let reader = BufReader::with_capacity(
-        256 * 1024,
-        Counting {
-            inner: file,
-            count: read,
-        },
-    );
+    let counted = Counting {
+        inner: file,
+        count: read,
+    };
+    let compressed = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    let input: Box<dyn Read> = if compressed {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted)))
+    } else {
+        Box::new(counted)
+    };
+    let reader = BufReader::with_capacity(256 * 1024, input);
     let name: Arc<str> = path.display().to_string().into();
     match format {
         Format::Ndjson => read_ndjson(reader, &name, emit),
@@ -148,6 +172,34 @@ fn json_event(value: Value, file: &str, record: u64, content: &[u8]) -> Result<V
         );
     }
     Ok(Value::Object(event))
+}
+
+/// The events of a line of an Assent (or Didomi) export, ready to send again: a line is an
+/// object with `organization_user_id`, a `user` object and an `events` array. Each event
+/// keeps its id, user and content; what the server sets itself (`organization_id`,
+/// `updated_at`) is left out.
+fn export_record_events(value: &Value) -> Option<Vec<Value>> {
+    let Value::Object(line) = value else {
+        return None;
+    };
+    let events = line.get("events")?.as_array()?;
+    if !line.contains_key("organization_user_id") || !line.get("user")?.is_object() {
+        return None;
+    }
+    Some(
+        events
+            .iter()
+            .map(|e| match e {
+                Value::Object(fields) => {
+                    let mut fields = fields.clone();
+                    fields.remove("organization_id");
+                    fields.remove("updated_at");
+                    Value::Object(fields)
+                }
+                other => other.clone(),
+            })
+            .collect(),
+    )
 }
 
 fn read_ndjson(
@@ -198,9 +250,24 @@ fn read_ndjson(
         if text.is_empty() {
             continue;
         }
-        let event = serde_json::from_str::<Value>(text)
-            .map_err(|e| format!("not valid JSON: {e}"))
-            .and_then(|v| json_event(v, file, record, text.as_bytes()));
+        let value = serde_json::from_str::<Value>(text).map_err(|e| format!("not valid JSON: {e}"));
+        if let Ok(value) = &value
+            && let Some(events) = export_record_events(value)
+        {
+            for event in events {
+                let row = Row {
+                    file: file.clone(),
+                    record,
+                    event: Ok(event.clone()),
+                    raw: event,
+                };
+                if !emit(row) {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        let event = value.and_then(|v| json_event(v, file, record, text.as_bytes()));
         let row = Row {
             file: file.clone(),
             record,

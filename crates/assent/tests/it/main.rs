@@ -12,6 +12,7 @@ mod crash;
 mod errors;
 mod event_routes;
 mod events;
+mod export;
 mod filters;
 mod import;
 mod integrations;
