@@ -8,8 +8,10 @@
 
 mod destination;
 mod parts;
+pub mod schedule;
 
 pub use destination::{Destination, open_destination};
+pub use schedule::{ExportSettings, Scheduler};
 
 use assent_model::OrganizationId;
 use assent_model::export::{self, Period, Scope};

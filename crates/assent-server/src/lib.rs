@@ -22,7 +22,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use error::ApiError;
 use ratelimit::{RateLimitConfig, RateLimits};
-use routes::{api_keys, events, integrations, ops, proofs, secrets, sessions, tokens, users};
+use routes::{
+    api_keys, events, exports, integrations, ops, proofs, secrets, sessions, tokens, users,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Which purposes are which IAB TCF purposes, for `$generate_tcfcs=true`.
     pub tcf_purpose_map: Arc<PurposeMap>,
+    /// How configured exports run.
+    pub exports: Arc<assent_export::ExportSettings>,
 }
 
 /// How the HTTP layer behaves: rate limits, the longest time a request may take, and the
@@ -56,6 +60,9 @@ pub struct ServerConfig {
     /// Which purposes are which IAB TCF purposes and special features when a write asks for
     /// `$generate_tcfcs=true` (Didomi's ids by default).
     pub tcf_purpose_map: Arc<PurposeMap>,
+    /// How configured exports run (`POST /v1/exports/{id}/execute`) and where `file://`
+    /// destinations may lie.
+    pub exports: assent_export::ExportSettings,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +72,12 @@ impl Default for ServerConfig {
             rate_limits: RateLimitConfig::default(),
             request_timeout: Some(Duration::from_secs(30)),
             tcf_purpose_map: Arc::new(PurposeMap::default()),
+            exports: assent_export::ExportSettings {
+                tick: Duration::from_secs(30),
+                retry_delay: Duration::from_secs(300),
+                lease: Duration::from_secs(3600),
+                file_root: std::path::PathBuf::from("assent-exports"),
+            },
         }
     }
 }
@@ -83,6 +96,9 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::get, api_keys::patch, api_keys::delete))
         .routes(routes!(secrets::list, secrets::create))
         .routes(routes!(secrets::get, secrets::patch, secrets::delete))
+        .routes(routes!(exports::list, exports::create))
+        .routes(routes!(exports::get, exports::patch, exports::delete))
+        .routes(routes!(exports::execute))
         .routes(routes!(proofs::create))
         .routes(routes!(proofs::get))
         .routes(routes!(tokens::create))
@@ -124,6 +140,7 @@ pub fn router(store: Arc<dyn Store>, signing_key: &[u8], config: &ServerConfig) 
         openapi: Arc::new(api.to_json().expect("the OpenAPI document serializes")),
         limits: Arc::new(RateLimits::new(&config.rate_limits)),
         tcf_purpose_map: config.tcf_purpose_map.clone(),
+        exports: Arc::new(config.exports.clone()),
     };
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(

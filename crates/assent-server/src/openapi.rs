@@ -20,6 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Type};
         (name = "consents/events", description = "Consent events: the record of truth"),
         (name = "consents/users", description = "Users and their consent status"),
         (name = "marketplace/integrations", description = "Webhooks and connectors that receive every change, and their deliveries"),
+        (name = "exports", description = "Daily exports of users and events to a folder or a bucket"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

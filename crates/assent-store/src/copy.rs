@@ -44,6 +44,8 @@ pub struct CopyReport {
     pub secrets: u64,
     /// Proof files of the source's organizations in the target.
     pub proofs: u64,
+    /// Export configurations of the source's organizations in the target.
+    pub exports: u64,
     /// True when the copy continued an interrupted one.
     pub resumed: bool,
 }
@@ -302,6 +304,49 @@ async fn copy(
         });
     }
 
+    // Export configurations, with their run state but without the hold of a run under way.
+    {
+        let mut stmt = src
+            .prepare(
+                "SELECT org_key, id, config, state, next_run_at, created_at, updated_at FROM exports",
+            )
+            .map_err(sqlite)?;
+        type Row = (i64, String, String, String, Option<i64>, i64, i64);
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        for (org_key, id, config, state, next_run_at, created_at, updated_at) in &rows {
+            client
+                .execute(
+                    "INSERT INTO exports (org_id, id, config, state, next_run_at, lease_until, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, NULL, $6, $7) ON CONFLICT DO NOTHING",
+                    &[
+                        &orgs[org_key],
+                        id,
+                        config,
+                        state,
+                        next_run_at,
+                        created_at,
+                        updated_at,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+        }
+    }
+
     // Secrets, proofs and their references: copied whole, idempotently, one row at a time (a
     // proof may be large).
     {
@@ -549,6 +594,7 @@ async fn copy(
         integrations: counted("SELECT count(*) FROM integrations WHERE org_id = ANY($1)").await?,
         secrets: counted("SELECT count(*) FROM secrets WHERE org_id = ANY($1)").await?,
         proofs: counted("SELECT count(*) FROM proofs WHERE org_id = ANY($1)").await?,
+        exports: counted("SELECT count(*) FROM exports WHERE org_id = ANY($1)").await?,
         resumed,
     };
     let expected = CopyReport {
@@ -559,6 +605,7 @@ async fn copy(
         integrations: count(&src, "integrations")?,
         secrets: count(&src, "secrets")?,
         proofs: count(&src, "proofs")?,
+        exports: count(&src, "exports")?,
         resumed,
     };
     if report != expected {

@@ -100,6 +100,27 @@ pub struct SecretRecord {
     pub updated_at: Timestamp,
 }
 
+/// An export configuration with where its runs stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// The export's id (the `export-id=` folder).
+    pub id: String,
+    /// The organization that owns it.
+    pub organization_id: OrganizationId,
+    /// Its settings.
+    pub config: assent_model::export::ExportConfig,
+    /// Its latest run and pending retry.
+    pub state: assent_model::export::ExportState,
+    /// When the scheduler runs it next; `None` while it is disabled.
+    pub next_run_at: Option<Timestamp>,
+    /// While a run holds it: the time after which another node may take it over.
+    pub lease_until: Option<Timestamp>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When its settings last changed.
+    pub updated_at: Timestamp,
+}
+
 /// Most secrets an organization may hold.
 pub const MAX_SECRETS_PER_ORGANIZATION: u64 = 300;
 
@@ -183,6 +204,51 @@ pub trait Store: Send + Sync + 'static {
         org: &OrganizationId,
         id: &str,
     ) -> Result<assent_model::proof::ProofFile, StoreError>;
+
+    /// Stores a new export configuration; 409 if the organization has one with that id.
+    async fn create_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError>;
+
+    /// The export configurations of an organization, oldest first.
+    async fn list_exports(&self, org: &OrganizationId) -> Result<Vec<ExportRecord>, StoreError>;
+
+    /// One export configuration.
+    async fn get_export(&self, org: &OrganizationId, id: &str) -> Result<ExportRecord, StoreError>;
+
+    /// Replaces an export's settings and its next run time (its run state is left alone).
+    async fn update_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError>;
+
+    /// Deletes an export configuration (the files it wrote stay).
+    async fn delete_export(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError>;
+
+    /// Exports whose next run is due at `now` and that no run holds, at most `limit`.
+    async fn due_exports(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(OrganizationId, String)>, StoreError>;
+
+    /// Takes an export for a run until `lease_until`, unless a run holds it (or, with
+    /// `only_due`, unless its next run is due at `now`); `None` when it cannot be taken. Of
+    /// many nodes asking at once, one gets it.
+    async fn claim_export(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        only_due: bool,
+    ) -> Result<Option<ExportRecord>, StoreError>;
+
+    /// Records a run's state; `next_run_at` replaces the next run time when given; `release`
+    /// ends the run's hold on the export.
+    async fn save_export_run(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        state: assent_model::export::ExportState,
+        next_run_at: Option<Timestamp>,
+        release: bool,
+    ) -> Result<(), StoreError>;
 
     /// Appends events (one request: all or nothing) and folds them into their users.
     /// Returns the stored events in input order; replays of stored ids return the stored event.

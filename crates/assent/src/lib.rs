@@ -10,4 +10,4 @@ pub mod migrate;
 pub mod serve;
 
 pub use cli::{Cli, Command};
-pub use serve::{LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs};
+pub use serve::{ExportArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs};

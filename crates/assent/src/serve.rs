@@ -101,6 +101,41 @@ pub struct ServeArgs {
     /// How TCF strings are generated.
     #[command(flatten)]
     pub tcf: TcfArgs,
+    /// How configured exports run.
+    #[command(flatten)]
+    pub exports: ExportArgs,
+}
+
+/// How the exports configured under `/v1/exports` run.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The folder that `file://` export destinations must lie in: each organization writes
+    /// under `<root>/<organization id>/`, its default destination.
+    #[arg(long, env = "ASSENT_EXPORT_ROOT", default_value = "assent-exports")]
+    pub export_root: PathBuf,
+    /// How often the scheduler looks for exports that are due.
+    #[arg(long, env = "ASSENT_EXPORT_TICK", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub export_tick: Duration,
+    /// The wait before a failed scheduled run is tried again (5 tries per date).
+    #[arg(long, env = "ASSENT_EXPORT_RETRY_DELAY", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub export_retry_delay: Duration,
+    /// How long a run holds its export; if its node dies, another takes it over after this.
+    #[arg(long, env = "ASSENT_EXPORT_LEASE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub export_lease: Duration,
+}
+
+impl ExportArgs {
+    /// The settings of exports, with the root made absolute.
+    pub fn settings(&self) -> Result<assent_export::ExportSettings, String> {
+        let root = std::path::absolute(&self.export_root)
+            .map_err(|e| format!("--export-root {}: {e}", self.export_root.display()))?;
+        Ok(assent_export::ExportSettings {
+            tick: self.export_tick,
+            retry_delay: self.export_retry_delay,
+            lease: self.export_lease,
+            file_root: root,
+        })
+    }
 }
 
 /// How `$generate_tcfcs=true` maps purposes to IAB TCF numbers.
@@ -295,8 +330,10 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
         .signing_key()
         .await
         .map_err(|e| format!("cannot read the signing key: {e}"))?;
+    let exports = args.exports.settings()?;
     let config = ServerConfig {
         tcf_purpose_map,
+        exports: exports.clone(),
         ..args.limits.server_config()
     };
     let app = assent_server::router(store.clone(), &signing_key, &config);
@@ -307,12 +344,14 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let worker = Worker::start(store.clone(), args.delivery.worker_config())
         .map_err(|e| format!("cannot start the delivery worker: {e}"))?;
+    let scheduler = assent_export::Scheduler::start(store.clone(), exports);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         listen::serve(listener, app, head_limits, async {
             let _ = stopped.await;
         })
         .await;
+        scheduler.stop().await;
         worker.stop().await;
         store.shutdown().await;
         Ok(())

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod events;
+pub mod exports;
 pub mod integrations;
 pub mod ops;
 pub mod proofs;

@@ -9,6 +9,7 @@
 //! another node in the meantime, a deadlock) is retried from the start.
 
 mod admin;
+mod exports;
 mod fold;
 mod outbox;
 mod read;
@@ -18,7 +19,7 @@ mod write;
 pub use schema::SCHEMA_VERSION;
 
 use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
-use crate::{ApiKey, SecretRecord, Store, StoreError, UsersPage, WriteOptions};
+use crate::{ApiKey, ExportRecord, SecretRecord, Store, StoreError, UsersPage, WriteOptions};
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
 use assent_model::proof::ProofFile;
@@ -278,6 +279,58 @@ impl Store for PgStore {
 
     async fn delete_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError> {
         admin::delete_key(&self.client().await?, org, id).await
+    }
+
+    async fn create_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError> {
+        exports::create(&self.client().await?, &export).await?;
+        Ok(export)
+    }
+
+    async fn list_exports(&self, org: &OrganizationId) -> Result<Vec<ExportRecord>, StoreError> {
+        exports::list(&self.client().await?, org).await
+    }
+
+    async fn get_export(&self, org: &OrganizationId, id: &str) -> Result<ExportRecord, StoreError> {
+        exports::get(&self.client().await?, org, id).await
+    }
+
+    async fn update_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError> {
+        exports::update(&self.client().await?, &export).await?;
+        Ok(export)
+    }
+
+    async fn delete_export(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError> {
+        exports::delete(&self.client().await?, org, id).await
+    }
+
+    async fn due_exports(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(OrganizationId, String)>, StoreError> {
+        exports::due(&self.client().await?, now, limit).await
+    }
+
+    async fn claim_export(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        only_due: bool,
+    ) -> Result<Option<ExportRecord>, StoreError> {
+        exports::claim(&self.client().await?, org, id, now, lease_until, only_due).await
+    }
+
+    async fn save_export_run(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        state: assent_model::export::ExportState,
+        next_run_at: Option<Timestamp>,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        exports::save_run(&self.client().await?, org, id, &state, next_run_at, release).await
     }
 
     async fn create_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError> {

@@ -12,7 +12,7 @@ use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Key of the advisory lock that serializes migrations between nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6173_7365_6e74;
@@ -167,7 +167,12 @@ CREATE INDEX deliveries_unfinished_by_change ON deliveries (org_id, change_txid,
     WHERE status <> 2;
 "#;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, super::admin::V3)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, super::admin::V3),
+    (4, super::exports::V4),
+];
 
 /// Brings the schema to [`SCHEMA_VERSION`] under an advisory lock (many nodes may start at
 /// once), or explains why it cannot.

@@ -4,6 +4,7 @@
 mod admin;
 mod cache;
 pub(crate) mod codec;
+mod exports;
 mod outbox;
 mod read;
 mod readers;
@@ -16,7 +17,8 @@ pub use writer::WriterConfig;
 
 use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
 use crate::{
-    ApiKey, SecretRecord, Store, StoreError, UsersPage, WriteOptions, decode_cursor, encode_cursor,
+    ApiKey, ExportRecord, SecretRecord, Store, StoreError, UsersPage, WriteOptions, decode_cursor,
+    encode_cursor,
 };
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
@@ -464,6 +466,82 @@ impl Store for SqliteStore {
         let (o, i) = (org.clone(), id.to_owned());
         self.admin_write(org, move |conn, k| admin::delete_key(conn, &o, k, &i))
             .await
+    }
+
+    async fn create_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError> {
+        let org = export.organization_id.clone();
+        self.admin_write(&org, move |conn, k| {
+            exports::create(conn, k, &export)?;
+            Ok(export)
+        })
+        .await
+    }
+
+    async fn list_exports(&self, org: &OrganizationId) -> Result<Vec<ExportRecord>, StoreError> {
+        let o = org.clone();
+        self.admin_read(org, Vec::new(), move |conn, k| exports::list(conn, &o, k))
+            .await
+    }
+
+    async fn get_export(&self, org: &OrganizationId, id: &str) -> Result<ExportRecord, StoreError> {
+        let (o, i) = (org.clone(), id.to_owned());
+        self.admin_read(org, None, move |conn, k| exports::get(conn, &o, k, &i))
+            .await?
+            .ok_or_else(|| exports::not_found(id))
+    }
+
+    async fn update_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError> {
+        let org = export.organization_id.clone();
+        self.admin_write(&org, move |conn, k| {
+            exports::update(conn, k, &export)?;
+            Ok(export)
+        })
+        .await
+    }
+
+    async fn delete_export(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError> {
+        let i = id.to_owned();
+        self.admin_write(org, move |conn, k| exports::delete(conn, k, &i))
+            .await
+    }
+
+    async fn due_exports(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(OrganizationId, String)>, StoreError> {
+        self.read(move |conn, _| exports::due(conn, now, limit))
+            .await
+    }
+
+    async fn claim_export(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        only_due: bool,
+    ) -> Result<Option<ExportRecord>, StoreError> {
+        let (o, i) = (org.clone(), id.to_owned());
+        self.admin_write(org, move |conn, k| {
+            exports::claim(conn, &o, k, &i, now, lease_until, only_due)
+        })
+        .await
+    }
+
+    async fn save_export_run(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        state: assent_model::export::ExportState,
+        next_run_at: Option<Timestamp>,
+        release: bool,
+    ) -> Result<(), StoreError> {
+        let i = id.to_owned();
+        self.admin_write(org, move |conn, k| {
+            exports::save_run(conn, k, &i, &state, next_run_at, release)
+        })
+        .await
     }
 
     async fn create_secret(&self, secret: SecretRecord) -> Result<SecretRecord, StoreError> {

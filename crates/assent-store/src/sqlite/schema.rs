@@ -9,7 +9,7 @@
 use rusqlite::Connection;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE meta (
@@ -164,6 +164,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     if version < 3 {
         tx.execute_batch(super::admin::V3)
             .map_err(|e| format!("cannot add the secrets and proofs tables: {e}"))?;
+    }
+    if version < 4 {
+        tx.execute_batch(super::exports::V4)
+            .map_err(|e| format!("cannot add the exports table: {e}"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| e.to_string())?;

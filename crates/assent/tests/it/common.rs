@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
-use assent::serve::{DeliveryArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs, start};
+use assent::serve::{
+    DeliveryArgs, ExportArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs, start,
+};
 use assent_model::consents::{Consents, Vendors};
 use assent_model::event::{EventBody, EventView};
 use assent_model::status::ConsentsView;
@@ -11,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::Once;
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// The store a conformance test runs on.
@@ -128,6 +131,18 @@ pub fn test_delivery() -> DeliveryArgs {
 }
 
 /// Limits for tests: those of `assent serve`.
+/// Exports of a test server: under its data directory, looked for every 100 ms, retried
+/// after 1 s.
+pub fn test_exports(dir: &TempDir) -> ExportArgs {
+    ExportArgs {
+        export_root: dir.path().join("exports"),
+        export_tick: Duration::from_millis(100),
+        export_retry_delay: Duration::from_secs(1),
+        export_lease: Duration::from_secs(3600),
+    }
+}
+
+/// Rate limits of a test server.
 pub fn test_limits() -> LimitArgs {
     LimitArgs::default()
 }
@@ -184,6 +199,7 @@ impl TestServer {
             delivery,
             limits: limits.clone(),
             tcf: tcf.clone(),
+            exports: test_exports(&dir),
         })
         .await
         .expect("server starts");
@@ -436,6 +452,7 @@ impl TestServer {
             delivery: test_delivery(),
             limits: limits.clone(),
             tcf: tcf.clone(),
+            exports: test_exports(&dir),
         })
         .await
         .expect("server restarts");

@@ -38,6 +38,7 @@ struct Victim {
     secret: String,
     proof: String,
     integration: String,
+    export: String,
 }
 
 /// Gives the victim organization one of everything, each marked.
@@ -62,6 +63,7 @@ async fn victim_data(api: &Api) -> Victim {
         proof: event["proofs_id"][0].as_str().unwrap().to_owned(),
         key: created("key", "/v1/keys", json!({"name": MARK})).await,
         secret: created("secret", "/v1/secrets", json!({"name": MARK})).await,
+        export: created("export", "/v1/exports", json!({"name": MARK})).await,
         integration: created(
             "integration",
             "/v1/marketplace/integrations",
@@ -160,6 +162,27 @@ fn routes(v: &Victim) -> Vec<Route> {
             404,
         ),
         route(M::DELETE, format!("/v1/keys/{}", v.key), None, 404),
+        route(M::GET, "/v1/exports".into(), None, 200),
+        route(
+            M::POST,
+            "/v1/exports".into(),
+            Some(json!({"name": "e"})),
+            200,
+        ),
+        route(M::GET, format!("/v1/exports/{}", v.export), None, 404),
+        route(
+            M::PATCH,
+            format!("/v1/exports/{}", v.export),
+            Some(json!({"enabled": false})),
+            404,
+        ),
+        route(M::DELETE, format!("/v1/exports/{}", v.export), None, 404),
+        route(
+            M::POST,
+            format!("/v1/exports/{}/execute", v.export),
+            Some(json!({})),
+            404,
+        ),
         route(M::GET, "/v1/secrets".into(), None, 200),
         route(
             M::POST,

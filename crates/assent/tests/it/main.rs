@@ -13,6 +13,7 @@ mod errors;
 mod event_routes;
 mod events;
 mod export;
+mod exports;
 mod filters;
 mod import;
 mod integrations;
