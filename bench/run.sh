@@ -4,6 +4,7 @@
 #   bench/run.sh [ingest|single|reads|ids|big|raw|parse|all]               (SQLite)
 #   bench/run.sh [deliveries|ingest-integrations]                           (SQLite, webhooks)
 #   bench/run.sh import-ndjson                                              (assent import)
+#   bench/run.sh export-full                                                (assent export)
 #   bench/run.sh [pg-ingest|pg-ingest-2|pg-single|pg-reads|pg-raw|pg-ceiling|pg-all]
 # The PostgreSQL scenarios use the server at $PG_ADMIN_URL (default: the local one, user
 # postgres) and recreate the database `assent_bench` before every run.
@@ -175,6 +176,34 @@ print(json.dumps({"scenario": "import", "events": created, "seconds": round(seco
 PY
 }
 import-ndjson() { run3 import import_once; }
+
+# assent export: the import scenario's 1,000,000 events over 100,000 users, imported once,
+# then exported whole (--scope full) from the stopped SQLite store $RUNS times; events/s,
+# compressed bytes and the exporter's peak RSS.
+export-full() {
+    local file=bench/results/export.jsonl
+    start_server
+    import_once >&2
+    stop_server
+    for _ in $(seq "$RUNS"); do
+        local start end
+        start=$(date +%s.%N)
+        /usr/bin/time -f '%M' -o "$WORK/export-rss.txt" "$ASSENT" export --organization default \
+            --to "$WORK/exports" --scope full --data-dir "$WORK/data1" >"$WORK/export-out.txt" 2>/dev/null
+        end=$(date +%s.%N)
+        python3 - "$start" "$end" "$(cat "$WORK/export-rss.txt")" "$(cat "$WORK/export-out.txt")" <<'PY' | tee -a "$file"
+import json, re, sys
+start, end, rss_kib, summary = sys.argv[1:5]
+seconds = float(end) - float(start)
+m = re.search(r"exported (\d+) users and (\d+) events in (\d+) part\(s\), (\d+) bytes", summary)
+users, events, parts, size = (int(g) for g in m.groups())
+print(json.dumps({"scenario": "export", "users": users, "events": events, "parts": parts,
+                  "bytes": size, "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
+                  "exporter_peak_rss_mib": round(int(rss_kib) / 1024)}))
+PY
+    done
+    echo "median export: $(median "$file" "$RUNS")"
+}
 
 # The same scenarios on PostgreSQL (one node unless said otherwise), and its raw ceiling: the
 # store's write path without HTTP, beside plain multi-row INSERTs of the same rows.
