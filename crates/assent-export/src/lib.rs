@@ -20,12 +20,24 @@ use assent_model::query::{EventsQuery, SortOrder, USER_FILTER_ROOTS, UsersQuery}
 use assent_model::user::UserSelector;
 use assent_store::{Store, StoreError};
 use chrono::NaiveDate;
+use futures_util::StreamExt;
 use object_store::path::Path;
 
 /// Users read from the store per page.
 const USERS_PER_PAGE: usize = 500;
 /// Events read per request for one user.
 const EVENTS_PER_PAGE: usize = 1000;
+/// The read of one user's events (boxed, so that a stream of them can be sent to a task).
+type HistoryRead<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Vec<assent_model::ConsentEvent>, ExportError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Users whose events are being read at once.
+const READS_IN_FLIGHT: usize = 8;
 
 /// What one run exports, and where.
 #[derive(Debug, Clone)]
@@ -113,11 +125,20 @@ pub async fn run(
                 &users_query(spec.scope, &period, cursor.take()),
             )
             .await?;
-        for user in &page.data {
-            if !export::selects_user(spec.scope, &period, user) {
-                continue;
-            }
-            let events = user_events(store, spec, &period, &user.id).await?;
+        // The users' events are read a few at a time, in order, so that the store's readers
+        // work while the previous lines are compressed.
+        let selected: Vec<_> = page
+            .data
+            .iter()
+            .filter(|u| export::selects_user(spec.scope, &period, u))
+            .collect();
+        let reads: Vec<HistoryRead<'_>> = selected
+            .iter()
+            .map(|user| Box::pin(user_events(store, spec, &period, &user.id)) as HistoryRead<'_>)
+            .collect();
+        let mut histories = futures_util::stream::iter(reads).buffered(READS_IN_FLIGHT);
+        for user in &selected {
+            let events = histories.next().await.expect("one history per user")?;
             let line = export::line(user, &events);
             let mut bytes = serde_json::to_vec(&line).map_err(|e| ExportError::Write {
                 path: folder.to_string(),
