@@ -49,30 +49,38 @@ pub fn open_destination(url: &str) -> Result<Destination, ExportError> {
 
 #[cfg(feature = "s3")]
 fn s3(parsed: &url::Url, url: &str) -> Result<Destination, ExportError> {
-    let store = object_store::aws::AmazonS3Builder::from_env()
+    let built = object_store::aws::AmazonS3Builder::from_env()
         .with_url(url)
-        .build()
-        .map_err(|e| ExportError::Destination(format!("{url}: {e}")))?;
-    Ok(Destination {
-        store: Arc::new(store),
-        prefix: bucket_prefix(parsed),
-        url: url.to_owned(),
-    })
+        .build();
+    bucket(parsed, url, built)
 }
 
 #[cfg(not(feature = "s3"))]
 fn s3(_: &url::Url, url: &str) -> Result<Destination, ExportError> {
-    Err(ExportError::Destination(format!(
-        "{url}: this build of Assent has no s3:// support (build with --features s3)"
-    )))
+    Err(not_built(url, "s3"))
 }
 
 #[cfg(feature = "gcs")]
 fn gcs(parsed: &url::Url, url: &str) -> Result<Destination, ExportError> {
-    let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+    let built = object_store::gcp::GoogleCloudStorageBuilder::from_env()
         .with_url(url)
-        .build()
-        .map_err(|e| ExportError::Destination(format!("{url}: {e}")))?;
+        .build();
+    bucket(parsed, url, built)
+}
+
+#[cfg(not(feature = "gcs"))]
+fn gcs(_: &url::Url, url: &str) -> Result<Destination, ExportError> {
+    Err(not_built(url, "gcs"))
+}
+
+/// A bucket destination from its built store; the URL's path is the folder in the bucket.
+#[cfg(any(feature = "s3", feature = "gcs"))]
+fn bucket<S: ObjectStore>(
+    parsed: &url::Url,
+    url: &str,
+    built: object_store::Result<S>,
+) -> Result<Destination, ExportError> {
+    let store = built.map_err(|e| ExportError::Destination(format!("{url}: {e}")))?;
     Ok(Destination {
         store: Arc::new(store),
         prefix: bucket_prefix(parsed),
@@ -80,11 +88,13 @@ fn gcs(parsed: &url::Url, url: &str) -> Result<Destination, ExportError> {
     })
 }
 
-#[cfg(not(feature = "gcs"))]
-fn gcs(_: &url::Url, url: &str) -> Result<Destination, ExportError> {
-    Err(ExportError::Destination(format!(
-        "{url}: this build of Assent has no gs:// support (build with --features gcs)"
-    )))
+/// The error for a cloud scheme this build lacks.
+#[cfg(not(all(feature = "s3", feature = "gcs")))]
+fn not_built(url: &str, feature: &str) -> ExportError {
+    let scheme = url.split("://").next().unwrap_or_default();
+    ExportError::Destination(format!(
+        "{url}: this build of Assent has no {scheme}:// support (build with --features {feature})"
+    ))
 }
 
 /// The folder a bucket URL names inside its bucket.

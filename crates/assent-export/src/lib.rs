@@ -113,7 +113,7 @@ pub async fn run(
         location: format!(
             "{}/{}",
             destination.url.trim_end_matches('/'),
-            folder_tail(&spec.export_id, spec.date)
+            export::partition(&spec.export_id, spec.date)
         ),
         ..ExportReport::default()
     };
@@ -160,10 +160,6 @@ pub async fn run(
     report.bytes = written.bytes;
     destination.put_success(&folder).await?;
     Ok(report)
-}
-
-fn folder_tail(export_id: &str, date: NaiveDate) -> String {
-    export::partition(export_id, date)
 }
 
 /// The users query of one page: every user, or those changed during the day.

@@ -119,12 +119,6 @@ pub async fn tick(
         else {
             continue; // another node took it
         };
-        if !record.config.enabled {
-            store
-                .save_export_run(&org, &id, record.state.clone(), None, true)
-                .await?;
-            continue;
-        }
         let date = record
             .state
             .retry_date

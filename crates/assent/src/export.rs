@@ -42,8 +42,7 @@ pub struct ExportArgs {
 /// Runs `assent export`; returns the summary line.
 pub async fn run(args: ExportArgs) -> Result<String, String> {
     let spec = spec(&args)?;
-    // The export only reads: the writer's page cache can stay small.
-    let store = args.store.open_with_cache(2).await?;
+    let store = args.store.open().await?;
     let started = Instant::now();
     let progress = Progress::new();
     let report = assent_export::run(store.as_ref(), &spec, &|users, events| {

@@ -65,22 +65,12 @@ impl StoreArgs {
 
     /// Opens the store, migrating its schema.
     pub async fn open(&self) -> Result<Arc<dyn Store>, String> {
-        self.open_with_cache(SqliteConfig::new(&self.data_dir).writer_cache_mib)
-            .await
-    }
-
-    /// Opens the store with a writer page cache of `writer_cache_mib` for the embedded store
-    /// (a small one for commands that only read, to keep their memory low).
-    pub async fn open_with_cache(&self, writer_cache_mib: u32) -> Result<Arc<dyn Store>, String> {
         match self.postgres()? {
             Some(config) => Ok(Arc::new(
                 PgStore::connect(&config).await.map_err(|e| e.to_string())?,
             )),
             None => {
-                let config = SqliteConfig {
-                    writer_cache_mib,
-                    ..SqliteConfig::new(&self.data_dir)
-                };
+                let config = SqliteConfig::new(&self.data_dir);
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(config))
                     .await
                     .map_err(|e| e.to_string())?
