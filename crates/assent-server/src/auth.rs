@@ -54,6 +54,15 @@ impl Claims {
     }
 }
 
+/// Why a token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// It was valid once and has expired.
+    Expired,
+    /// It is malformed, or not signed by this server.
+    Invalid,
+}
+
 /// Issues and checks session tokens with the store's signing key.
 pub struct Sessions {
     encoding: EncodingKey,
@@ -115,13 +124,21 @@ impl Sessions {
 
     /// The claims of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        self.claims(token).map_err(|problem| match problem {
+            TokenProblem::Expired => {
+                ApiError::not_authenticated("the session token has expired; open a new session")
+            }
+            TokenProblem::Invalid => ApiError::not_authenticated("the session token is not valid"),
+        })
+    }
+
+    /// The claims of a valid, unexpired token, or why it is refused.
+    pub fn claims(&self, token: &str) -> Result<Claims, TokenProblem> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::not_authenticated("the session token has expired; open a new session")
-                }
-                _ => ApiError::not_authenticated("the session token is not valid"),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenProblem::Expired,
+                _ => TokenProblem::Invalid,
             })
     }
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod web;
 
 use assent_model::tcf::PurposeMap;
 use assent_store::Store;
@@ -148,6 +149,7 @@ pub fn router(store: Arc<dyn Store>, signing_key: &[u8], config: &ServerConfig) 
             ratelimit::throttle,
         ))
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))

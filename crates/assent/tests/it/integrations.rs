@@ -211,7 +211,13 @@ async fn deliveries(api: &Api, id: &str, query: &str) -> Value {
 }
 
 /// Waits until the integration has `n` deliveries in `status`.
-async fn wait_deliveries(api: &Api, id: &str, status: &str, n: usize, limit: Duration) -> Value {
+pub async fn wait_deliveries(
+    api: &Api,
+    id: &str,
+    status: &str,
+    n: usize,
+    limit: Duration,
+) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let page = deliveries(api, id, &format!("&status={status}")).await;

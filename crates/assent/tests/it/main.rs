@@ -34,3 +34,4 @@ mod status;
 mod tcf;
 mod trust;
 mod users;
+mod web;
