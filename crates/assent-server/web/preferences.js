@@ -288,6 +288,8 @@ function applyLook(look) {
   root.setProperty("--primary", look.colors.primary);
   root.setProperty("--bg", look.colors.background);
   root.setProperty("--text", look.colors.text);
+  // Secondary text in the text colour: the look's contrast is checked for that pair only.
+  root.setProperty("--muted", look.colors.text);
   document.title = look.title;
   document.getElementById("title").textContent = look.title;
   if (look.intro) {

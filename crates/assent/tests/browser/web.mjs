@@ -8,8 +8,11 @@
 // behave.
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const scenario = process.argv[2];
 const params = JSON.parse(process.env.ASSENT_SCENARIO ?? "{}");
@@ -27,18 +30,40 @@ async function shot(page, name) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 }
 
+/** The page's WCAG 2.1 A and AA violations found by axe-core, as `rule: element` lines. */
+async function audit(page) {
+  // Served as if it were one of the server's own scripts, so that the page's content security
+  // policy stays in force.
+  const url = new URL("/assets/axe.min.js", page.url()).href;
+  await page.route(url, (route) => route.fulfill({ body: axeSource, contentType: "text/javascript" }));
+  await page.addScriptTag({ url });
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] }));
+  return result.violations.flatMap((v) => v.nodes.map((n) => `${v.id}: ${n.target.join(" ")}`));
+}
+
+/** A page that records script errors and content-security-policy refusals. */
+async function open(browser, options) {
+  const page = await browser.newPage(options);
+  page.errors = [];
+  page.on("pageerror", (e) => page.errors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) page.errors.push(m.text());
+  });
+  return page;
+}
+
 const scenarios = {
   /** Opens a preference-center link, switches a purpose with the keyboard, picks a value and
    * saves. */
   async "preferences-save"(browser) {
-    const page = await browser.newPage({
+    const page = await open(browser, {
       viewport: { width: 390, height: 844 },
       deviceScaleFactor: 1,
       locale: params.locale ?? "en-US",
       extraHTTPHeaders: params.accept_language ? { "accept-language": params.accept_language } : {},
     });
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(e.message));
+    const errors = page.errors;
     const response = await page.goto(`${params.base}/preferences?token=${encodeURIComponent(params.token)}`);
     check(response.status() === 200, `the page answered ${response.status()}`);
     await page.locator("#choices").waitFor({ state: "visible", timeout: TIMEOUT });
@@ -46,6 +71,7 @@ const scenarios = {
     const label = await page.locator(`#purpose-${params.purpose}`).textContent();
     const before = await toggle.isChecked();
     await shot(page, "preferences");
+    const violations = await audit(page);
     // Keyboard only: focus the switch and press Space, as a keyboard user would.
     await toggle.focus();
     await page.keyboard.press("Space");
@@ -67,27 +93,28 @@ const scenarios = {
       notice: (await notice.textContent()).trim(),
       lang: await page.locator("html").getAttribute("lang"),
       save: (await page.locator("#save").textContent()).trim(),
+      violations: [...violations, ...(await audit(page))],
     };
   },
 
   /** Opens a link whose token is expired, altered or missing. */
   async "preferences-error"(browser) {
-    const page = await browser.newPage({ viewport: { width: 390, height: 700 } });
+    const page = await open(browser, { viewport: { width: 390, height: 700 } });
     const response = await page.goto(`${params.base}/preferences?token=${encodeURIComponent(params.token)}`);
     const title = (await page.locator("h1").textContent()).trim();
     const text = (await page.locator("main p").textContent()).trim();
     await shot(page, params.screenshot ?? "preferences-expired");
-    return { status: response.status(), title, text };
+    return { status: response.status(), title, text, violations: await audit(page) };
   },
 
   /** Signs in to the console, finds a user, reads its timeline and status, then the dashboard
    * and an integration's deliveries (retrying a parked one). */
   async "console"(browser) {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(e.message));
+    const page = await open(browser, { viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
+    const errors = page.errors;
     await page.goto(`${params.base}/console`);
     await shot(page, "console-signin");
+    const violations = await audit(page);
     await page.locator("#key").fill(params.key);
     await page.locator("#secret").fill(params.secret);
     await page.locator("#signin-button").click();
@@ -105,6 +132,7 @@ const scenarios = {
     out.regulations = await page.locator("#statuses section").evaluateAll((s) => s.map((x) => x.dataset.regulation));
     out.status_now = await page.locator(`#statuses section[data-regulation="gdpr"] tr[data-purpose="${params.purpose}"] .badge`).first().textContent();
     await shot(page, "console-user");
+    violations.push(...(await audit(page)));
     if (params.at) {
       await page.locator("#status-at").fill(params.at);
       await page.locator("#status-at").press("Enter");
@@ -119,6 +147,7 @@ const scenarios = {
     out.charts = await page.locator("#dashboard svg").count();
     out.lines = await page.locator("#dashboard svg polyline").count();
     await shot(page, "console-dashboard");
+    violations.push(...(await audit(page)));
 
     if (params.integration) {
       await page.locator('nav button[data-view="integrations"]').click();
@@ -134,12 +163,13 @@ const scenarios = {
       out.retried = (await page.locator(".notice.ok").textContent()).trim();
     }
     check(errors.length === 0, `script errors: ${errors.join("; ")}`);
+    out.violations = violations;
     return out;
   },
 
   /** Tries to sign in to the console with a wrong secret. */
   async "console-wrong-secret"(browser) {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 700 } });
+    const page = await open(browser, { viewport: { width: 1280, height: 700 } });
     await page.goto(`${params.base}/console`);
     await page.locator("#key").fill(params.key);
     await page.locator("#secret").fill(params.secret);

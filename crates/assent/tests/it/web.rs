@@ -5,7 +5,8 @@
 //! The browser tests need `npm ci --prefix crates/assent/tests/browser` and `/usr/bin/chromium`
 //! (`.ci/run` installs both). Without them they are skipped with a message, except under
 //! `CI=true`, where they fail. `ASSENT_SCREENSHOTS=<folder>` saves a screenshot of each page
-//! (`docs/screenshots/` holds the ones the README shows).
+//! (`docs/screenshots/` holds the ones the README shows). Each page is also audited with
+//! axe-core against WCAG 2.1 A and AA, under the page's own content security policy.
 
 use crate::common::{Api, Backend, TestServer, urlencode};
 use crate::integrations::{Mode, Receiver, wait_deliveries};
@@ -123,6 +124,7 @@ async fn the_preference_center_saves_a_switched_purpose_as_one_event(#[case] bac
         json!({"base": server.base, "token": token, "purpose": "newsletter"}),
     )
     .await;
+    assert_eq!(page["violations"], json!([]), "WCAG 2.1 AA (axe-core): {page}");
     assert_eq!(page["before"], true, "{page}");
     assert_eq!(page["after"], false, "{page}");
     assert!(page["notice"].as_str().unwrap().contains("saved"), "{page}");
@@ -191,6 +193,7 @@ async fn an_expired_preference_link_shows_a_clear_page() {
     )
     .await;
     assert_eq!(page["status"], 401, "{page}");
+    assert_eq!(page["violations"], json!([]), "WCAG 2.1 AA (axe-core): {page}");
     assert_eq!(page["title"], "This link has expired", "{page}");
     assert!(
         page["text"]
@@ -389,6 +392,7 @@ async fn the_console_finds_a_user_shows_its_history_and_retries_a_parked_deliver
         }),
     )
     .await;
+    assert_eq!(page["violations"], json!([]), "WCAG 2.1 AA (axe-core): {page}");
     assert_eq!(page["title"], "dana@example.com", "{page}");
     assert_eq!(
         page["timeline"],
