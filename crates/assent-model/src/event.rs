@@ -6,6 +6,7 @@ use crate::ids::{EventId, OrganizationId, Regulation, parse_country};
 use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::limits::{MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS};
 use crate::proof::ProofFile;
+use crate::registry::PurposeVersions;
 use crate::status::{Stamp, VendorsView};
 use crate::tcf::{PurposeMap, TcfRequest, parse_params};
 use crate::time::Timestamp;
@@ -109,6 +110,22 @@ pub struct EventBody {
     /// Who made the event on the user's behalf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<Delegate>,
+    /// (Assent) The version in force, when the event was written, of each purpose it names
+    /// that is in the organization's purpose registry. Set by the server, never by clients.
+    #[serde(default, skip_serializing_if = "PurposeVersions::is_empty")]
+    pub purpose_versions: PurposeVersions,
+}
+
+impl EventBody {
+    /// True when `self` and `other` hold the same content apart from their purpose versions,
+    /// which record the registry at the time of writing, not what the client sent.
+    fn same_as_sent(&self, other: &EventBody) -> bool {
+        self.metadata == other.metadata
+            && self.user == other.user
+            && self.consents == other.consents
+            && self.proofs_id == other.proofs_id
+            && self.delegate == other.delegate
+    }
 }
 
 /// A validated event as a client sent it, before the store gives it a user and a place.
@@ -256,6 +273,7 @@ impl EventInput {
                 .get("delegate")
                 .filter(|v| !v.is_null())
                 .and_then(|v| parse_delegate(v, f.child("delegate"), errors)),
+            purpose_versions: PurposeVersions::new(),
         };
         let iab = match f.get("iab") {
             None | Some(Value::Null) => None,
@@ -330,14 +348,15 @@ impl EventInput {
     /// id is answered with the stored event. The status is not compared (it is the event's
     /// lifecycle, changed by `PATCH`), nor `created_at` when this input leaves it to the server.
     /// An input that asks for a generated TCF string matches whatever string was generated
-    /// for the stored event.
+    /// for the stored event. Purpose versions are not compared: a replay after a purpose was
+    /// edited is still the same event.
     pub fn same_content(&self, stored: &ConsentEvent) -> bool {
         let same_body = if self.tcf.is_some() && stored.body.consents.tcfcs.is_some() {
             let mut sent = self.body.clone();
             sent.consents.tcfcs.clone_from(&stored.body.consents.tcfcs);
-            sent == *stored.body
+            sent.same_as_sent(&stored.body)
         } else {
-            self.body == *stored.body
+            self.body.same_as_sent(&stored.body)
         };
         same_body
             && self.regulation == stored.regulation
@@ -509,6 +528,10 @@ pub struct EventPatch {
     pub delegate: Option<Delegate>,
     /// Proof files sent with the patch; their ids are added to the event's `proofs_id`.
     pub proofs: Vec<ProofFile>,
+    /// The versions of the registered purposes the new `consents` name (see
+    /// [`crate::registry::Registry::apply_to_patch`]); they replace the event's when the
+    /// consents are replaced.
+    pub purpose_versions: PurposeVersions,
 }
 
 impl EventPatch {
@@ -555,6 +578,7 @@ impl EventPatch {
             proofs_id,
             delegate,
             proofs,
+            purpose_versions: PurposeVersions::new(),
         })
     }
 
@@ -566,6 +590,7 @@ impl EventPatch {
         let body = Arc::make_mut(&mut event.body);
         if let Some(consents) = &self.consents {
             body.consents = consents.clone();
+            body.purpose_versions.clone_from(&self.purpose_versions);
         }
         if let Some(proofs_id) = &self.proofs_id {
             body.proofs_id = proofs_id.clone();
@@ -646,6 +671,7 @@ impl ConsentEvent {
             },
             proofs_id: b.proofs_id.clone(),
             delegate: b.delegate.clone(),
+            purpose_versions: (!b.purpose_versions.is_empty()).then(|| b.purpose_versions.clone()),
         }
     }
 }
@@ -659,7 +685,7 @@ impl Serialize for EventJson<'_> {
         use serde::ser::SerializeStruct;
         let e = self.0;
         let b = &*e.body;
-        let mut out = s.serialize_struct("EventView", 11)?;
+        let mut out = s.serialize_struct("EventView", 12)?;
         out.serialize_field("id", e.id.as_str())?;
         out.serialize_field("organization_id", e.organization_id.as_str())?;
         out.serialize_field("created_at", &e.created_at.to_rfc3339())?;
@@ -682,6 +708,11 @@ impl Serialize for EventJson<'_> {
         match &b.delegate {
             Some(d) => out.serialize_field("delegate", d)?,
             None => out.skip_field("delegate")?,
+        }
+        if b.purpose_versions.is_empty() {
+            out.skip_field("purpose_versions")?;
+        } else {
+            out.serialize_field("purpose_versions", &b.purpose_versions)?;
         }
         out.end()
     }
@@ -781,6 +812,11 @@ pub struct EventView {
     /// Who made the event on the user's behalf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<Delegate>,
+    /// (Assent) The version in force, when the event was written, of each purpose it names
+    /// that is in the purpose registry; absent when it names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub purpose_versions: Option<PurposeVersions>,
 }
 
 /// The user part of a shown event.

@@ -270,8 +270,8 @@ impl FromRequestParts<AppState> for Tenant {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.end_user.is_some() {
             return Err(ApiError::forbidden(
-                "a consent token may only read its own user and events and create events for \
-                 that user",
+                "a consent token may only read its own user and events, create events for \
+                 that user, and read its organization's purposes and preference center",
             ));
         }
         Ok(Tenant {

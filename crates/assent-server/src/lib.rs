@@ -10,6 +10,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod registry;
 pub mod routes;
 pub mod web;
 
@@ -24,7 +25,8 @@ use axum::response::{IntoResponse, Response};
 use error::ApiError;
 use ratelimit::{RateLimitConfig, RateLimits};
 use routes::{
-    api_keys, events, exports, integrations, ops, proofs, secrets, sessions, tokens, users,
+    api_keys, events, exports, integrations, ops, proofs, purposes, secrets, sessions, settings,
+    stats, tokens, users,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub tcf_purpose_map: Arc<PurposeMap>,
     /// How configured exports run.
     pub exports: Arc<assent_export::ExportSettings>,
+    /// The organizations' purpose registries as event writes need them, read recently.
+    pub registries: Arc<registry::RegistryCache>,
 }
 
 /// How the HTTP layer behaves: rate limits, the longest time a request may take, and the
@@ -114,6 +118,12 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::deliveries))
         .routes(routes!(integrations::retry))
         .routes(routes!(integrations::inbound))
+        .routes(routes!(purposes::list, purposes::create))
+        .routes(routes!(purposes::get, purposes::patch, purposes::delete))
+        .routes(routes!(purposes::versions))
+        .routes(routes!(settings::get, settings::patch))
+        .routes(routes!(settings::get_look, settings::put_look))
+        .routes(routes!(stats::consents))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -142,6 +152,7 @@ pub fn router(store: Arc<dyn Store>, signing_key: &[u8], config: &ServerConfig) 
         limits: Arc::new(RateLimits::new(&config.rate_limits)),
         tcf_purpose_map: config.tcf_purpose_map.clone(),
         exports: Arc::new(config.exports.clone()),
+        registries: Arc::new(registry::RegistryCache::default()),
     };
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(

@@ -21,6 +21,9 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Type};
         (name = "consents/users", description = "Users and their consent status"),
         (name = "marketplace/integrations", description = "Webhooks and connectors that receive every change, and their deliveries"),
         (name = "exports", description = "Daily exports of users and events to a folder or a bucket"),
+        (name = "purposes", description = "The purpose registry: labels, preferences and channels of each purpose, versioned"),
+        (name = "settings", description = "Organization settings (strict mode) and the preference center's look"),
+        (name = "stats", description = "Consent statistics per day"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

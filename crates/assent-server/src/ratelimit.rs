@@ -1,7 +1,8 @@
 //! Rate limits (API.md §1): a fixed window of requests per organization and route class.
 //!
 //! Three classes are counted apart:
-//! - `/v1/consents/*`, per organization: not throttled unless configured;
+//! - `/v1/consents/*`, and every request made with an end user's consent token, per
+//!   organization: not throttled unless configured;
 //! - every other `/v1` route, per organization (100 requests per 15 s by default);
 //! - `POST /v1/sessions`, per API key: there is no organization before the session exists, so
 //!   the count is kept under the SHA-256 of the key id (never the key id or the secret itself).
@@ -304,9 +305,16 @@ impl RateLimits {
         Some(limiter.check(&digest))
     }
 
-    /// Counts a request of organization `org` to `path` (`None` when not throttled).
-    fn route(&self, path: &str, org: &str) -> Option<Decision> {
-        let limiter = match RouteClass::of(path)? {
+    /// Counts a request of organization `org` to `path` (`None` when not throttled). Requests
+    /// made with an end user's consent token count with `/v1/consents/*`: they are the
+    /// preference center's traffic (its reads of `/v1/purposes` and `/v1/preference-center`),
+    /// which grows with the organization's audience, not with its administrators.
+    fn route(&self, path: &str, org: &str, end_user: bool) -> Option<Decision> {
+        let class = match RouteClass::of(path)? {
+            RouteClass::Api if end_user => RouteClass::Consents,
+            class => class,
+        };
+        let limiter = match class {
             RouteClass::Consents => self.consents.as_ref()?,
             RouteClass::Api => self.api.as_ref()?,
         };
@@ -345,7 +353,11 @@ impl RouteClass {
 pub async fn throttle(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let decision = bearer(req.headers())
         .and_then(|token| state.sessions.verify(token).ok())
-        .and_then(|claims| state.limits.route(req.uri().path(), &claims.org));
+        .and_then(|claims| {
+            state
+                .limits
+                .route(req.uri().path(), &claims.org, claims.grant.is_some())
+        });
     match decision {
         None => next.run(req).await,
         Some(d) if !d.allowed() => d.refusal(),

@@ -46,6 +46,12 @@ pub struct CopyReport {
     pub proofs: u64,
     /// Export configurations of the source's organizations in the target.
     pub exports: u64,
+    /// Registered purposes of the source's organizations in the target.
+    pub purposes: u64,
+    /// Purpose versions (every version of every purpose) in the target.
+    pub purpose_versions: u64,
+    /// Settings (organization settings, preference center looks) in the target.
+    pub settings: u64,
     /// True when the copy continued an interrupted one.
     pub resumed: bool,
 }
@@ -347,6 +353,68 @@ async fn copy(
         }
     }
 
+    // The purpose registry with every version, and settings: few rows, copied whole,
+    // idempotently.
+    {
+        let mut stmt = src
+            .prepare("SELECT org_key, id, position, version, created_at FROM purposes")
+            .map_err(sqlite)?;
+        let rows: Vec<(i64, String, i64, i64, i64)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        let tx = client.transaction().await.map_err(db)?;
+        for (org_key, id, position, version, created_at) in &rows {
+            tx.execute(
+                "INSERT INTO purposes (org_id, id, position, version, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&orgs[org_key], id, position, version, created_at],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let mut stmt = src
+            .prepare("SELECT org_key, id, version, content, created_at FROM purpose_versions")
+            .map_err(sqlite)?;
+        let rows: Vec<(i64, String, i64, String, i64)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        for (org_key, id, version, content, created_at) in &rows {
+            tx.execute(
+                "INSERT INTO purpose_versions (org_id, id, version, content, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&orgs[org_key], id, version, content, created_at],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let mut stmt = src
+            .prepare("SELECT org_key, name, value, updated_at FROM settings")
+            .map_err(sqlite)?;
+        let rows: Vec<(i64, String, String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite)?;
+        for (org_key, name, value, updated_at) in &rows {
+            tx.execute(
+                "INSERT INTO settings (org_id, name, value, updated_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&orgs[org_key], name, value, updated_at],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+    }
+
     // Secrets, proofs and their references: copied whole, idempotently, one row at a time (a
     // proof may be large).
     {
@@ -595,6 +663,10 @@ async fn copy(
         secrets: counted("SELECT count(*) FROM secrets WHERE org_id = ANY($1)").await?,
         proofs: counted("SELECT count(*) FROM proofs WHERE org_id = ANY($1)").await?,
         exports: counted("SELECT count(*) FROM exports WHERE org_id = ANY($1)").await?,
+        purposes: counted("SELECT count(*) FROM purposes WHERE org_id = ANY($1)").await?,
+        purpose_versions: counted("SELECT count(*) FROM purpose_versions WHERE org_id = ANY($1)")
+            .await?,
+        settings: counted("SELECT count(*) FROM settings WHERE org_id = ANY($1)").await?,
         resumed,
     };
     let expected = CopyReport {
@@ -606,6 +678,9 @@ async fn copy(
         secrets: count(&src, "secrets")?,
         proofs: count(&src, "proofs")?,
         exports: count(&src, "exports")?,
+        purposes: count(&src, "purposes")?,
+        purpose_versions: count(&src, "purpose_versions")?,
+        settings: count(&src, "settings")?,
         resumed,
     };
     if report != expected {

@@ -12,10 +12,16 @@ pub mod sqlite;
 
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
+use assent_model::look::PreferenceCenterLook;
+use assent_model::purpose::Purpose;
 use assent_model::query::{EventsQuery, Page, UsersQuery};
+use assent_model::settings::OrganizationSettings;
+use assent_model::stats::ConsentCounts;
 use assent_model::status::ConsentsView;
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
-use assent_model::{ConsentEvent, DomainError, EventId, EventInput, OrganizationId, Timestamp};
+use assent_model::{
+    ConsentEvent, DomainError, EventId, EventInput, OrganizationId, Regulation, Timestamp,
+};
 use async_trait::async_trait;
 use integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
 
@@ -120,6 +126,21 @@ pub struct ExportRecord {
     /// When its settings last changed.
     pub updated_at: Timestamp,
 }
+
+/// A value with the time it was last set: an organization's settings, its preference
+/// center's look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamped<T> {
+    /// The value.
+    pub value: T,
+    /// When it was last set.
+    pub updated_at: Timestamp,
+}
+
+/// The name under which the settings table keeps an organization's [`OrganizationSettings`].
+pub(crate) const SETTINGS: &str = "settings";
+/// The name under which the settings table keeps an organization's [`PreferenceCenterLook`].
+pub(crate) const PREFERENCE_CENTER: &str = "preference_center";
 
 /// Most secrets an organization may hold.
 pub const MAX_SECRETS_PER_ORGANIZATION: u64 = 300;
@@ -249,6 +270,81 @@ pub trait Store: Send + Sync + 'static {
         next_run_at: Option<Timestamp>,
         release: bool,
     ) -> Result<(), StoreError>;
+
+    /// Registers a purpose at version 1; 409 when the organization has a purpose with that id
+    /// or already holds [`MAX_PURPOSES_PER_ORGANIZATION`](assent_model::purpose::MAX_PURPOSES_PER_ORGANIZATION).
+    async fn create_purpose(
+        &self,
+        org: &OrganizationId,
+        purpose: Purpose,
+    ) -> Result<Purpose, StoreError>;
+
+    /// The current version of every purpose of the organization, in creation order.
+    async fn list_purposes(&self, org: &OrganizationId) -> Result<Vec<Purpose>, StoreError>;
+
+    /// One purpose: its current version, or version `version` (404 when there is none).
+    async fn get_purpose(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<Purpose, StoreError>;
+
+    /// Every version of a purpose, newest first (404 when the purpose does not exist).
+    async fn list_purpose_versions(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<Vec<Purpose>, StoreError>;
+
+    /// Stores the next version of a purpose: `purpose.version` must be one more than the
+    /// stored current version (409 when another change came first, 404 when the purpose does
+    /// not exist). Earlier versions are kept.
+    async fn add_purpose_version(
+        &self,
+        org: &OrganizationId,
+        purpose: Purpose,
+    ) -> Result<Purpose, StoreError>;
+
+    /// Deletes a purpose with all its versions.
+    async fn delete_purpose(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError>;
+
+    /// The organization's settings, if they were ever set.
+    async fn get_settings(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Option<Stamped<OrganizationSettings>>, StoreError>;
+
+    /// Replaces the organization's settings.
+    async fn put_settings(
+        &self,
+        org: &OrganizationId,
+        settings: Stamped<OrganizationSettings>,
+    ) -> Result<(), StoreError>;
+
+    /// The look of the organization's preference center, if it was ever set.
+    async fn get_preference_center(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Option<Stamped<PreferenceCenterLook>>, StoreError>;
+
+    /// Replaces the look of the organization's preference center.
+    async fn put_preference_center(
+        &self,
+        org: &OrganizationId,
+        look: Stamped<PreferenceCenterLook>,
+    ) -> Result<(), StoreError>;
+
+    /// Counts, per day from `start` (a day is 86,400,000 ms; day 0 starts at `start`) until
+    /// `end`, the confirmed events of `regulation` by `created_at`, and per purpose how many of
+    /// them set its `enabled` to true and to false. Reads the body of every such event once.
+    async fn consent_counts(
+        &self,
+        org: &OrganizationId,
+        regulation: &Regulation,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<ConsentCounts, StoreError>;
 
     /// Appends events (one request: all or nothing) and folds them into their users.
     /// Returns the stored events in input order; replays of stored ids return the stored event.

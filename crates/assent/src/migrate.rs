@@ -120,5 +120,11 @@ async fn copy(from: &str, to: &str) -> Result<(), String> {
             ""
         }
     );
+    if report.purposes + report.settings > 0 {
+        println!(
+            "Copied {} purposes ({} versions) and {} settings.",
+            report.purposes, report.purpose_versions, report.settings
+        );
+    }
     Ok(())
 }

@@ -177,7 +177,10 @@ fn event_id(raw: &str) -> Result<EventId, ApiError> {
 }
 
 /// Records one event or a batch; with `$generate_tcfcs=true`, builds each event's TCF string
-/// from the status its user has once the event is folded.
+/// from the status its user has once the event is folded. Each event records the version in
+/// force of the registered purposes it names (`purpose_versions`); with strict mode on, an
+/// event naming a purpose, preference, value or purpose channel that is not in the registry
+/// is refused (400 at its path) and nothing is written.
 #[utoipa::path(
     post,
     path = "/v1/consents/events",
@@ -186,7 +189,7 @@ fn event_id(raw: &str) -> Result<EventId, ApiError> {
     request_body = EventsIn,
     responses(
         (status = 200, description = "The stored event, or the batch in input order", body = EventsOut),
-        (status = 400, description = "Invalid event; nothing was written", body = ErrorBody),
+        (status = 400, description = "Invalid event, or (strict mode) a purpose, preference, value or channel not in the registry; nothing was written", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "Another organization", body = ErrorBody),
         (status = 409, description = "An id already stored with different content", body = ErrorBody),
@@ -208,6 +211,11 @@ pub async fn create(
         generate_tcfcs,
     };
     let mut batch = parse_batch(&body, &ctx)?;
+    state
+        .registries
+        .get(state.store.as_ref(), &caller.org)
+        .await?
+        .apply_to_events(&mut batch.events, batch.is_array)?;
     if let Some(grant) = &caller.end_user {
         super::tokens::confine_events(&state, &caller.org, grant, &mut batch.events).await?;
     }
@@ -370,7 +378,9 @@ pub async fn get(
     Ok(Json(owned_event(&state, &tenant, &id, &q).await?.view()))
 }
 
-/// Changes an event (mostly `pending_approval` → `confirmed`); the user is recomputed.
+/// Changes an event (mostly `pending_approval` → `confirmed`); the user is recomputed. New
+/// `consents` are checked in strict mode and stamp the event with the purpose versions in
+/// force now.
 #[utoipa::path(
     patch,
     path = "/v1/consents/events/{id}",
@@ -394,7 +404,14 @@ pub async fn patch(
     query::only(&q, &["user_id", "organization_user_id"])?;
     let options = write_options(&q)?;
     let id = event_id(&id)?;
-    let patch = EventPatch::parse(&body)?;
+    let mut patch = EventPatch::parse(&body)?;
+    if patch.consents.is_some() {
+        state
+            .registries
+            .get(state.store.as_ref(), &tenant.org)
+            .await?
+            .apply_to_patch(&mut patch)?;
+    }
     if names_user(&q) {
         owned_event(&state, &tenant, &id, &q).await?;
     }

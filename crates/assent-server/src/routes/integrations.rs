@@ -464,7 +464,14 @@ pub async fn inbound(
         now: Timestamp::now(),
         generate_tcfcs: None,
     };
-    let batch = assent_model::event::parse_batch(&serde_json::Value::Array(events), &ctx)?;
+    let mut batch = assent_model::event::parse_batch(&serde_json::Value::Array(events), &ctx)?;
+    // A change made in the destination is recorded whatever strict mode says: the
+    // organization cannot correct it there.
+    state
+        .registries
+        .get(state.store.as_ref(), &org)
+        .await?
+        .stamp_events(&mut batch.events);
     let options = assent_store::WriteOptions {
         disable_integrations: false,
         origin: Some(integration.id.clone()),

@@ -6,8 +6,11 @@ pub mod exports;
 pub mod integrations;
 pub mod ops;
 pub mod proofs;
+pub mod purposes;
 pub mod secrets;
 pub mod sessions;
+pub mod settings;
+pub mod stats;
 pub mod tokens;
 pub mod users;
 

@@ -13,17 +13,25 @@ mod exports;
 mod fold;
 mod outbox;
 mod read;
+mod registry;
 mod schema;
 mod write;
 
 pub use schema::SCHEMA_VERSION;
 
 use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
-use crate::{ApiKey, ExportRecord, SecretRecord, Store, StoreError, UsersPage, WriteOptions};
+use crate::{
+    ApiKey, ExportRecord, PREFERENCE_CENTER, SETTINGS, SecretRecord, Stamped, Store, StoreError,
+    UsersPage, WriteOptions,
+};
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
+use assent_model::look::PreferenceCenterLook;
 use assent_model::proof::ProofFile;
+use assent_model::purpose::Purpose;
 use assent_model::query::{EventsQuery, Page, UsersQuery};
+use assent_model::settings::OrganizationSettings;
+use assent_model::stats::ConsentCounts;
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
 use assent_model::{
@@ -279,6 +287,89 @@ impl Store for PgStore {
 
     async fn delete_api_key(&self, org: &OrganizationId, id: &str) -> Result<ApiKey, StoreError> {
         admin::delete_key(&self.client().await?, org, id).await
+    }
+
+    async fn create_purpose(
+        &self,
+        org: &OrganizationId,
+        purpose: Purpose,
+    ) -> Result<Purpose, StoreError> {
+        registry::create(&mut self.client().await?, org, &purpose).await?;
+        Ok(purpose)
+    }
+
+    async fn list_purposes(&self, org: &OrganizationId) -> Result<Vec<Purpose>, StoreError> {
+        registry::list(&self.client().await?, org).await
+    }
+
+    async fn get_purpose(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<Purpose, StoreError> {
+        registry::get(&self.client().await?, org, id, version).await
+    }
+
+    async fn list_purpose_versions(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<Vec<Purpose>, StoreError> {
+        registry::versions(&self.client().await?, org, id).await
+    }
+
+    async fn add_purpose_version(
+        &self,
+        org: &OrganizationId,
+        purpose: Purpose,
+    ) -> Result<Purpose, StoreError> {
+        registry::add_version(&mut self.client().await?, org, &purpose).await?;
+        Ok(purpose)
+    }
+
+    async fn delete_purpose(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError> {
+        registry::delete(&mut self.client().await?, org, id).await
+    }
+
+    async fn get_settings(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Option<Stamped<OrganizationSettings>>, StoreError> {
+        registry::get_setting(&self.client().await?, org, SETTINGS).await
+    }
+
+    async fn put_settings(
+        &self,
+        org: &OrganizationId,
+        settings: Stamped<OrganizationSettings>,
+    ) -> Result<(), StoreError> {
+        registry::put_setting(&self.client().await?, org, SETTINGS, &settings).await
+    }
+
+    async fn get_preference_center(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Option<Stamped<PreferenceCenterLook>>, StoreError> {
+        registry::get_setting(&self.client().await?, org, PREFERENCE_CENTER).await
+    }
+
+    async fn put_preference_center(
+        &self,
+        org: &OrganizationId,
+        look: Stamped<PreferenceCenterLook>,
+    ) -> Result<(), StoreError> {
+        registry::put_setting(&self.client().await?, org, PREFERENCE_CENTER, &look).await
+    }
+
+    async fn consent_counts(
+        &self,
+        org: &OrganizationId,
+        regulation: &Regulation,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<ConsentCounts, StoreError> {
+        registry::consent_counts(&mut self.client().await?, org, regulation, start, end).await
     }
 
     async fn create_export(&self, export: ExportRecord) -> Result<ExportRecord, StoreError> {

@@ -12,7 +12,7 @@ use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Key of the advisory lock that serializes migrations between nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6173_7365_6e74;
@@ -172,6 +172,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, V2),
     (3, super::admin::V3),
     (4, super::exports::V4),
+    (5, super::registry::V5),
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`] under an advisory lock (many nodes may start at

@@ -8,6 +8,7 @@ mod exports;
 mod outbox;
 mod read;
 mod readers;
+mod registry;
 mod schema;
 mod shared;
 mod writer;
@@ -17,13 +18,17 @@ pub use writer::WriterConfig;
 
 use crate::integrations::{AttemptResult, DeliveriesQuery, DueDelivery};
 use crate::{
-    ApiKey, ExportRecord, SecretRecord, Store, StoreError, UsersPage, WriteOptions, decode_cursor,
-    encode_cursor,
+    ApiKey, ExportRecord, PREFERENCE_CENTER, SETTINGS, SecretRecord, Stamped, Store, StoreError,
+    UsersPage, WriteOptions, decode_cursor, encode_cursor,
 };
 use assent_model::event::EventPatch;
 use assent_model::integration::{Delivery, Integration, IntegrationPatch};
+use assent_model::look::PreferenceCenterLook;
 use assent_model::proof::ProofFile;
+use assent_model::purpose::Purpose;
 use assent_model::query::{EventsQuery, Page, UsersQuery};
+use assent_model::settings::OrganizationSettings;
+use assent_model::stats::ConsentCounts;
 use assent_model::status::{ConsentsView, status_at};
 use assent_model::user::{NewUser, UserPatch, UserRecord, UserSelector};
 use assent_model::{
@@ -540,6 +545,130 @@ impl Store for SqliteStore {
         let i = id.to_owned();
         self.admin_write(org, move |conn, k| {
             exports::save_run(conn, k, &i, &state, next_run_at, release)
+        })
+        .await
+    }
+
+    async fn create_purpose(
+        &self,
+        org: &OrganizationId,
+        purpose: Purpose,
+    ) -> Result<Purpose, StoreError> {
+        self.admin_write(org, move |conn, k| {
+            registry::create(conn, k, &purpose)?;
+            Ok(purpose)
+        })
+        .await
+    }
+
+    async fn list_purposes(&self, org: &OrganizationId) -> Result<Vec<Purpose>, StoreError> {
+        self.admin_read(org, Vec::new(), registry::list).await
+    }
+
+    async fn get_purpose(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<Purpose, StoreError> {
+        let i = id.to_owned();
+        self.admin_read(org, None, move |conn, k| {
+            registry::get(conn, k, &i, version)
+        })
+        .await?
+        .ok_or_else(|| match version {
+            None => registry::not_found(id),
+            Some(v) => StoreError::not_found(format!("purpose '{id}' has no version {v}")),
+        })
+    }
+
+    async fn list_purpose_versions(
+        &self,
+        org: &OrganizationId,
+        id: &str,
+    ) -> Result<Vec<Purpose>, StoreError> {
+        let i = id.to_owned();
+        let versions = self
+            .admin_read(org, Vec::new(), move |conn, k| {
+                registry::versions(conn, k, &i)
+            })
+            .await?;
+        if versions.is_empty() {
+            return Err(registry::not_found(id));
+        }
+        Ok(versions)
+    }
+
+    async fn add_purpose_version(
+        &self,
+        org: &OrganizationId,
+        purpose: Purpose,
+    ) -> Result<Purpose, StoreError> {
+        self.admin_write(org, move |conn, k| {
+            registry::add_version(conn, k, &purpose)?;
+            Ok(purpose)
+        })
+        .await
+    }
+
+    async fn delete_purpose(&self, org: &OrganizationId, id: &str) -> Result<(), StoreError> {
+        let i = id.to_owned();
+        self.admin_write(org, move |conn, k| registry::delete(conn, k, &i))
+            .await
+    }
+
+    async fn get_settings(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Option<Stamped<OrganizationSettings>>, StoreError> {
+        self.admin_read(org, None, |conn, k| {
+            registry::get_setting(conn, k, SETTINGS)
+        })
+        .await
+    }
+
+    async fn put_settings(
+        &self,
+        org: &OrganizationId,
+        settings: Stamped<OrganizationSettings>,
+    ) -> Result<(), StoreError> {
+        self.admin_write(org, move |conn, k| {
+            registry::put_setting(conn, k, SETTINGS, &settings)
+        })
+        .await
+    }
+
+    async fn get_preference_center(
+        &self,
+        org: &OrganizationId,
+    ) -> Result<Option<Stamped<PreferenceCenterLook>>, StoreError> {
+        self.admin_read(org, None, |conn, k| {
+            registry::get_setting(conn, k, PREFERENCE_CENTER)
+        })
+        .await
+    }
+
+    async fn put_preference_center(
+        &self,
+        org: &OrganizationId,
+        look: Stamped<PreferenceCenterLook>,
+    ) -> Result<(), StoreError> {
+        self.admin_write(org, move |conn, k| {
+            registry::put_setting(conn, k, PREFERENCE_CENTER, &look)
+        })
+        .await
+    }
+
+    async fn consent_counts(
+        &self,
+        org: &OrganizationId,
+        regulation: &Regulation,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<ConsentCounts, StoreError> {
+        let regulation = regulation.clone();
+        self.admin_read(org, ConsentCounts::default(), move |conn, k| {
+            registry::consent_counts(conn, k, &regulation, start, end)
         })
         .await
     }

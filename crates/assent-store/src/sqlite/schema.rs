@@ -9,7 +9,7 @@
 use rusqlite::Connection;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE meta (
@@ -168,6 +168,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     if version < 4 {
         tx.execute_batch(super::exports::V4)
             .map_err(|e| format!("cannot add the exports table: {e}"))?;
+    }
+    if version < 5 {
+        tx.execute_batch(super::registry::V5)
+            .map_err(|e| format!("cannot add the purpose registry and settings tables: {e}"))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| e.to_string())?;

@@ -19,6 +19,9 @@ struct Route {
     body: Option<Value>,
     /// The status when another organization calls it in its own name with the victim's ids.
     elsewhere: u16,
+    /// Whether an end user of the victim organization may call it with a consent token (the
+    /// preference center's reads of the organization's purposes and look).
+    end_users_read: bool,
 }
 
 fn route(method: Method, path: String, body: Option<Value>, elsewhere: u16) -> Route {
@@ -27,6 +30,15 @@ fn route(method: Method, path: String, body: Option<Value>, elsewhere: u16) -> R
         path,
         body,
         elsewhere,
+        end_users_read: false,
+    }
+}
+
+/// A route that the victim's end users may read with a consent token.
+fn read_by_end_users(route: Route) -> Route {
+    Route {
+        end_users_read: true,
+        ..route
     }
 }
 
@@ -39,6 +51,7 @@ struct Victim {
     proof: String,
     integration: String,
     export: String,
+    purpose: String,
 }
 
 /// Gives the victim organization one of everything, each marked.
@@ -47,11 +60,20 @@ async fn victim_data(api: &Api) -> Victim {
         .event(json!({
             "user": {"organization_user_id": "victim-alice", "metadata": {"note": MARK}},
             "metadata": {"note": MARK},
+            "consents": {"purposes": [{"id": MARK, "enabled": true}]},
             "proofs": ["data:application/pdf;base64,JVBERi0xLjQKVklDVElNLU1BUks="],
         }))
         .await;
     api.event(json!({"user": {"organization_user_id": "victim-bob"}}))
         .await;
+    let (status, look) = api
+        .send(
+            Method::PUT,
+            "/v1/preference-center",
+            Some(json!({"title": MARK})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{look}");
     let created = |what: &'static str, path: &'static str, body: Value| async move {
         let (status, out) = api.post(path, body).await;
         assert_eq!(status, StatusCode::OK, "{what}: {out}");
@@ -64,6 +86,12 @@ async fn victim_data(api: &Api) -> Victim {
         key: created("key", "/v1/keys", json!({"name": MARK})).await,
         secret: created("secret", "/v1/secrets", json!({"name": MARK})).await,
         export: created("export", "/v1/exports", json!({"name": MARK})).await,
+        purpose: created(
+            "purpose",
+            "/v1/purposes",
+            json!({"id": "victim-purpose", "labels": {"en": MARK}}),
+        )
+        .await,
         integration: created(
             "integration",
             "/v1/marketplace/integrations",
@@ -238,6 +266,60 @@ fn routes(v: &Victim) -> Vec<Route> {
             None,
             404,
         ),
+        read_by_end_users(route(M::GET, "/v1/purposes".into(), None, 200)),
+        read_by_end_users(route(
+            M::GET,
+            format!("/v1/purposes/{}", v.purpose),
+            None,
+            404,
+        )),
+        read_by_end_users(route(
+            M::GET,
+            format!("/v1/purposes/{}?version=1", v.purpose),
+            None,
+            404,
+        )),
+        route(
+            M::GET,
+            format!("/v1/purposes/{}/versions", v.purpose),
+            None,
+            404,
+        ),
+        route(
+            M::PATCH,
+            format!("/v1/purposes/{}", v.purpose),
+            Some(json!({"labels": {"en": "x"}})),
+            404,
+        ),
+        route(M::DELETE, format!("/v1/purposes/{}", v.purpose), None, 404),
+        // After the reads: in its own name, another organization may take the same id.
+        route(
+            M::POST,
+            "/v1/purposes".into(),
+            Some(json!({"id": v.purpose, "labels": {"en": "theirs"}})),
+            200,
+        ),
+        route(M::GET, "/v1/settings".into(), None, 200),
+        route(
+            M::PATCH,
+            "/v1/settings".into(),
+            Some(json!({"strict_mode": false})),
+            200,
+        ),
+        read_by_end_users(route(M::GET, "/v1/preference-center".into(), None, 200)),
+        route(
+            M::PUT,
+            "/v1/preference-center".into(),
+            Some(json!({"title": "t"})),
+            200,
+        ),
+        route(
+            M::GET,
+            "/v1/stats/consents?from=2000-01-01&to=2000-12-31".into(),
+            None,
+            200,
+        ),
+        route(M::GET, "/v1/stats/consents".into(), None, 200),
     ]
 }
 
@@ -264,7 +346,8 @@ async fn call(
     (status, res.text().await.expect("body"))
 }
 
-/// Asserts every route answers `expected` to this credential and never shows the victim's data.
+/// Asserts every route answers `expected` to this credential and never shows the victim's data
+/// (but where `may_show` allows it).
 async fn assert_cell(
     server: &TestServer,
     routes: &[Route],
@@ -272,6 +355,19 @@ async fn assert_cell(
     org: &str,
     token: Option<&str>,
     expected: impl Fn(&Route) -> u16,
+) {
+    assert_cell_showing(server, routes, credential, org, token, expected, |_| false).await;
+}
+
+/// [`assert_cell`], for a credential that may see the victim's data on some routes.
+async fn assert_cell_showing(
+    server: &TestServer,
+    routes: &[Route],
+    credential: &str,
+    org: &str,
+    token: Option<&str>,
+    expected: impl Fn(&Route) -> u16,
+    may_show: impl Fn(&Route) -> bool,
 ) {
     for route in routes {
         let (status, body) = call(server, route, org, token).await;
@@ -283,7 +379,7 @@ async fn assert_cell(
             route.path
         );
         assert!(
-            !body.contains(MARK),
+            may_show(route) || !body.contains(MARK),
             "{credential}: {} {} leaked the victim's data: {body}",
             route.method,
             route.path
@@ -356,13 +452,16 @@ async fn no_credential_reaches_another_organizations_or_users_data(#[case] backe
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{bob}");
-    assert_cell(
+    // A consent token reaches no other user's data; it reads its organization's purposes and
+    // preference center (which are the organization's, shown to every end user).
+    assert_cell_showing(
         &server,
         &routes,
         "a consent token for another user",
         &org,
         bob["id_token"].as_str(),
-        |_| 403,
+        |r| if r.end_users_read { 200 } else { 403 },
+        |r| r.end_users_read,
     )
     .await;
 
@@ -417,6 +516,7 @@ async fn no_credential_reaches_another_organizations_or_users_data(#[case] backe
         format!("/v1/secrets/{}", victim.secret),
         format!("/v1/consents/proofs/{}", victim.proof),
         format!("/v1/marketplace/integrations/{}", victim.integration),
+        format!("/v1/purposes/{}?version=1", victim.purpose),
     ] {
         let (status, body) = victim_api.get(&path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");

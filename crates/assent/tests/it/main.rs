@@ -26,6 +26,7 @@ mod ops;
 mod pg_cli;
 mod pg_rows;
 mod process;
+mod purposes;
 mod ratelimits;
 mod resolution;
 mod sessions;

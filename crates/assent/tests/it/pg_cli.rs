@@ -68,7 +68,7 @@ async fn a_database_migrated_by_a_newer_version_is_refused() {
     };
     let out = assent(&["migrate", "--database-url", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 4"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 5"));
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -165,6 +165,41 @@ async fn fill_sqlite(dir: &std::path::Path) -> (String, String) {
         .await
         .unwrap();
     assert!(res.status().is_success());
+    // The purpose registry (two versions of one purpose), strict mode and the look.
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/v1/purposes",
+            json!({"id": "news", "labels": {"en": "News"}}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/v1/purposes/news",
+            json!({"labels": {"en": "News, v2"}}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/v1/settings",
+            json!({"strict_mode": true}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/preference-center",
+            json!({"title": "Copied look"}),
+        ),
+    ] {
+        let res = http
+            .request(
+                method,
+                format!("{}{path}?organization_id=default", node.base),
+            )
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}");
+    }
     drop(node);
     let out = assent(&[
         "keys",
@@ -229,6 +264,10 @@ async fn an_embedded_store_is_copied_into_postgres_and_the_copy_resumes() {
         "{said}"
     );
     assert!(
+        said.contains("Copied 1 purposes (2 versions) and 2 settings."),
+        "{said}"
+    );
+    assert!(
         stderr(&out).contains("events: 119/119 rows"),
         "progress shown: {}",
         stderr(&out)
@@ -287,6 +326,29 @@ async fn an_embedded_store_is_copied_into_postgres_and_the_copy_resumes() {
         integrations["data"][0]["event_types"],
         json!(["user.updated"])
     );
+
+    // The registry, settings and look came along.
+    let get = |path: &'static str| {
+        let (base, token) = (node.base.clone(), token.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let versions = get("/v1/purposes/news/versions?organization_id=default").await;
+    assert_eq!(versions["total"], 2, "{versions}");
+    assert_eq!(versions["data"][0]["labels"]["en"], "News, v2");
+    let settings = get("/v1/settings?organization_id=default").await;
+    assert_eq!(settings["strict_mode"], true, "{settings}");
+    let look = get("/v1/preference-center?organization_id=default").await;
+    assert_eq!(look["title"], "Copied look", "{look}");
 
     // New events on PostgreSQL come after the copied ones.
     let http = reqwest::Client::new();
