@@ -596,6 +596,10 @@ impl EventPatch {
         let body = Arc::make_mut(&mut event.body);
         if let Some(consents) = &self.consents {
             body.consents = consents.clone();
+            // A notice event's actions must keep saying what the event chooses.
+            if let Some(notice) = body.notice.as_mut() {
+                notice.events = crate::notice::render::actions_of(consents);
+            }
         }
         if let Some(proofs_id) = &self.proofs_id {
             body.proofs_id = proofs_id.clone();
@@ -1114,6 +1118,33 @@ mod tests {
         assert_eq!(
             view["metadata"],
             json!({"notice_actions": ["consent.given"]})
+        );
+    }
+
+    #[test]
+    fn patching_a_notice_events_consents_rewrites_its_actions() {
+        let body = json!({"organization_id": "acme", "user": {"id": "u"},
+            "events": [{"action": "preference.shown"},
+                       {"action": "consent.given", "purpose": "p"}]});
+        let input = parse_batch(&body, &ctx()).unwrap().events.remove(0);
+        let mut event = ConsentEvent {
+            id: EventId::parse("e").unwrap(),
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            user_id: "u".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            status: EventStatus::Confirmed,
+            regulation: Regulation::default(),
+            seq: 1,
+            body: Arc::new(input.body),
+        };
+        let patch = EventPatch::parse(&json!({"consents": {"purposes": [
+            {"id": "p", "enabled": false}]}}))
+        .unwrap();
+        patch.apply_to(&mut event, Timestamp::from_millis(9));
+        assert_eq!(
+            serde_json::to_value(event.notice_view().events).unwrap(),
+            json!([{"action": "consent.refused", "purpose": "p"}])
         );
     }
 

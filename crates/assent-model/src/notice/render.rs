@@ -100,7 +100,7 @@ impl ConsentEvent {
 
 /// The actions that say what `consents` chose: purposes in order (consent, then legitimate
 /// interest), then the vendor lists.
-fn actions_of(consents: &Consents) -> Vec<NoticeItem> {
+pub(crate) fn actions_of(consents: &Consents) -> Vec<NoticeItem> {
     let action = |choice: bool| {
         if choice {
             NoticeAction::ConsentGiven

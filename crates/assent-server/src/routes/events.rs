@@ -241,8 +241,17 @@ pub struct EventsParams {
     /// `1` oldest first (default), `-1` newest first.
     #[param(rename = "$sort[created_at]")]
     sort: Option<i32>,
-    /// `notice`: show the events in the notice shape of CMP SDKs; left out, the Consents API
-    /// shape. List only.
+}
+
+/// The shape a list answers in.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "documents query parameters; handlers read them as pairs"
+)]
+pub struct FormatParams {
+    /// `notice`: the events in the notice shape of CMP SDKs; left out, the Consents API shape.
     #[param(rename = "$format")]
     format: Option<FormatParam>,
 }
@@ -316,7 +325,7 @@ pub async fn create(
     get,
     path = "/v1/consents/events",
     tag = "consents/events",
-    params(OrganizationParam, EventsParams),
+    params(OrganizationParam, EventsParams, FormatParams),
     responses(
         (status = 200, description = "A page of events (empty for an unknown user)", body = EventList),
         (status = 400, description = "No user, a bad filter or a bad $format", body = ErrorBody),

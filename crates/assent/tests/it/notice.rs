@@ -854,6 +854,48 @@ async fn a_notice_reads_back_as_written_with_format_notice(#[case] backend: Back
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
+async fn patching_a_notice_events_consents_rewrites_its_actions(#[case] backend: Backend) {
+    let Some(server) = TestServer::start_on(backend).await else {
+        return;
+    };
+    let api = server.client().await;
+    ok(
+        &api,
+        with(
+            notice(
+                &api.org,
+                "u1",
+                json!([{"action": "preferences.click.agreetoall", "purpose": "p"}]),
+            ),
+            json!({"id": "n1", "notice_id": "nt"}),
+        ),
+    )
+    .await;
+    let (code, patched) = api
+        .patch(
+            "/v1/consents/events/n1",
+            json!({"consents": {"purposes": [{"id": "p", "enabled": false}]}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{patched}");
+    assert_eq!(patched["notice_id"], "nt");
+    let page = api.events("user_id=u1&$format=notice").await;
+    assert_eq!(
+        page["data"][0]["events"],
+        json!([{"action": "consent.refused", "purpose": "p"}])
+    );
+    assert_eq!(page["data"][0]["notice_id"], "nt");
+    let consents = status(&api, "u1", "gdpr").await;
+    assert_eq!(
+        purpose_of(&consents, "p"),
+        Some((json!(false), Value::Null))
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
 async fn a_consent_token_writes_notice_events_for_its_user_only(#[case] backend: Backend) {
     let Some(server) = TestServer::start_on(backend).await else {
         return;
@@ -973,12 +1015,13 @@ async fn the_openapi_document_describes_the_notice_shape() {
     );
     assert!(schemas["NoticeEventView"]["properties"]["events"].is_object());
     assert!(schemas["EventView"]["properties"]["notice_id"].is_object());
-    let list = &doc["paths"]["/v1/consents/events"]["get"]["parameters"];
-    assert!(
-        list.as_array()
+    let has_format = |method: &str| {
+        doc["paths"]["/v1/consents/events"][method]["parameters"]
+            .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["name"] == "$format"),
-        "{list}"
-    );
+            .any(|p| p["name"] == "$format")
+    };
+    assert!(has_format("get"), "the list takes $format");
+    assert!(!has_format("delete"), "deleting by filter does not");
 }
