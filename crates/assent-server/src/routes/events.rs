@@ -252,7 +252,7 @@ pub struct EventsParams {
 )]
 pub struct FormatParams {
     /// `notice`: the events in the notice shape of CMP SDKs; left out, the Consents API shape.
-    #[param(rename = "$format")]
+    #[param(rename = "$format", inline)]
     format: Option<FormatParam>,
 }
 

@@ -1023,5 +1023,16 @@ async fn the_openapi_document_describes_the_notice_shape() {
             .any(|p| p["name"] == "$format")
     };
     assert!(has_format("get"), "the list takes $format");
+    let format = doc["paths"]["/v1/consents/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "$format")
+        .unwrap();
+    assert_eq!(
+        format["schema"]["enum"],
+        json!(["notice"]),
+        "inline, so that no reference dangles: {format}"
+    );
     assert!(!has_format("delete"), "deleting by filter does not");
 }
