@@ -304,6 +304,7 @@ pub async fn raw(args: RawArgs) {
         organization_id: org.clone(),
         now: Timestamp::now(),
         generate_tcfcs: None,
+        purpose_map: Default::default(),
     };
     let mut rng = SmallRng::seed_from_u64(3);
     let batches: Arc<Vec<_>> = Arc::new(
@@ -387,6 +388,7 @@ pub fn parse() {
         organization_id: org,
         now: Timestamp::now(),
         generate_tcfcs: None,
+        purpose_map: Default::default(),
     };
     let mut rng = SmallRng::seed_from_u64(5);
     let bodies: Vec<Vec<u8>> = (0..64)

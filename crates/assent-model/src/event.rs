@@ -5,6 +5,7 @@ use crate::error::{DomainError, FieldErrors};
 use crate::ids::{EventId, OrganizationId, Regulation, parse_country};
 use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::limits::{MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS};
+use crate::notice::{NoticeRecord, NoticeSource};
 use crate::proof::ProofFile;
 use crate::registry::PurposeVersions;
 use crate::status::{Stamp, VendorsView};
@@ -114,6 +115,9 @@ pub struct EventBody {
     /// that is in the organization's purpose registry. Set by the server, never by clients.
     #[serde(default, skip_serializing_if = "PurposeVersions::is_empty")]
     pub purpose_versions: PurposeVersions,
+    /// For an event written in the notice shape: what that shape says beyond the consents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<NoticeRecord>,
 }
 
 impl EventBody {
@@ -125,6 +129,7 @@ impl EventBody {
             && self.consents == other.consents
             && self.proofs_id == other.proofs_id
             && self.delegate == other.delegate
+            && self.notice == other.notice
     }
 }
 
@@ -165,6 +170,9 @@ pub struct ParseContext {
     /// `Some` with the server's purpose map when the request asks for `$generate_tcfcs=true`:
     /// each event's `iab.tcf` is then read (and required) and the event asks for a string.
     pub generate_tcfcs: Option<Arc<PurposeMap>>,
+    /// The server's purpose map, to read the purposes of a notice's TCF consent string back
+    /// into purpose ids.
+    pub purpose_map: Arc<PurposeMap>,
 }
 
 /// A parsed `POST /consents/events` body: one event or a batch.
@@ -199,38 +207,14 @@ impl EventInput {
         ctx: &ParseContext,
         errors: &mut FieldErrors,
     ) -> Option<EventInput> {
+        if crate::notice::is_notice(value) {
+            return crate::notice::parse::parse(value, path, ctx, errors);
+        }
         let before = errors.len();
         let f = Fields::of(value, path, EVENT_FIELDS, errors)?;
-        let id = f
-            .string("id", errors)
-            .and_then(|s| match EventId::parse(s) {
-                Ok(id) => Some(id),
-                Err(message) => {
-                    errors.add(f.child("id"), message);
-                    None
-                }
-            });
-        if let Some(org) = f.string("organization_id", errors)
-            && org != ctx.organization_id.as_str()
-        {
-            errors.add(
-                f.child("organization_id"),
-                "must equal the organization_id of the query",
-            );
-        }
-        let created_at = f
-            .string("created_at", errors)
-            .and_then(|s| match Timestamp::parse(s) {
-                Ok(t) if t.millis() > ctx.now.millis() + MAX_FUTURE_SKEW_MS => {
-                    errors.add(f.child("created_at"), "is in the future");
-                    None
-                }
-                Ok(t) => Some(t),
-                Err(message) => {
-                    errors.add(f.child("created_at"), message);
-                    None
-                }
-            });
+        let id = read_id(&f, errors);
+        check_organization(&f, ctx, errors);
+        let created_at = read_created_at(&f, ctx, errors);
         let status = f
             .string("status", errors)
             .map(|s| {
@@ -274,6 +258,7 @@ impl EventInput {
                 .filter(|v| !v.is_null())
                 .and_then(|v| parse_delegate(v, f.child("delegate"), errors)),
             purpose_versions: PurposeVersions::new(),
+            notice: None,
         };
         let iab = match f.get("iab") {
             None | Some(Value::Null) => None,
@@ -364,7 +349,53 @@ impl EventInput {
     }
 }
 
-/// Parses a `POST /consents/events` body: one event object, or an array of 1 to 100.
+/// Reads the client's idempotency key `id` of an event, if it sent one.
+pub(crate) fn read_id(f: &Fields<'_, '_>, errors: &mut FieldErrors) -> Option<EventId> {
+    f.string("id", errors)
+        .and_then(|s| match EventId::parse(s) {
+            Ok(id) => Some(id),
+            Err(message) => {
+                errors.add(f.child("id"), message);
+                None
+            }
+        })
+}
+
+/// Checks that the `organization_id` of an event, when present, is the query's.
+pub(crate) fn check_organization(f: &Fields<'_, '_>, ctx: &ParseContext, errors: &mut FieldErrors) {
+    if let Some(org) = f.string("organization_id", errors)
+        && org != ctx.organization_id.as_str()
+    {
+        errors.add(
+            f.child("organization_id"),
+            "must equal the organization_id of the query",
+        );
+    }
+}
+
+/// Reads the `created_at` of an event, refusing instants in the future.
+pub(crate) fn read_created_at(
+    f: &Fields<'_, '_>,
+    ctx: &ParseContext,
+    errors: &mut FieldErrors,
+) -> Option<Timestamp> {
+    f.string("created_at", errors)
+        .and_then(|s| match Timestamp::parse(s) {
+            Ok(t) if t.millis() > ctx.now.millis() + MAX_FUTURE_SKEW_MS => {
+                errors.add(f.child("created_at"), "is in the future");
+                None
+            }
+            Ok(t) => Some(t),
+            Err(message) => {
+                errors.add(f.child("created_at"), message);
+                None
+            }
+        })
+}
+
+/// Parses a `POST /consents/events` body: one event object, or an array of 1 to 100. Each
+/// event is in the Consents API shape, or in the notice shape of CMP SDKs (recognised by its
+/// `events` array, see [`crate::notice`]); a batch may mix them.
 pub fn parse_batch(value: &Value, ctx: &ParseContext) -> Result<EventBatch, DomainError> {
     let mut errors = FieldErrors::new();
     check_bounds(value, Path::Root, &mut errors);
@@ -591,6 +622,10 @@ impl EventPatch {
         if let Some(consents) = &self.consents {
             body.consents = consents.clone();
             body.purpose_versions.clone_from(&self.purpose_versions);
+            // A notice event's actions must keep saying what the event chooses.
+            if let Some(notice) = body.notice.as_mut() {
+                notice.events = crate::notice::render::actions_of(consents);
+            }
         }
         if let Some(proofs_id) = &self.proofs_id {
             body.proofs_id = proofs_id.clone();
@@ -657,6 +692,7 @@ impl ConsentEvent {
                 metadata: b.user.metadata.clone(),
                 country: b.user.country.clone(),
                 last_seen_country: b.user.last_seen_country.clone(),
+                region: b.notice.as_ref().and_then(|n| n.region.clone()),
             },
             consents: EventConsentsView {
                 purposes: b.consents.purposes.clone(),
@@ -672,6 +708,8 @@ impl ConsentEvent {
             proofs_id: b.proofs_id.clone(),
             delegate: b.delegate.clone(),
             purpose_versions: (!b.purpose_versions.is_empty()).then(|| b.purpose_versions.clone()),
+            notice_id: b.notice.as_ref().and_then(|n| n.notice_id.clone()),
+            source: b.notice.as_ref().and_then(|n| n.source.clone()),
         }
     }
 }
@@ -685,7 +723,7 @@ impl Serialize for EventJson<'_> {
         use serde::ser::SerializeStruct;
         let e = self.0;
         let b = &*e.body;
-        let mut out = s.serialize_struct("EventView", 12)?;
+        let mut out = s.serialize_struct("EventView", 14)?;
         out.serialize_field("id", e.id.as_str())?;
         out.serialize_field("organization_id", e.organization_id.as_str())?;
         out.serialize_field("created_at", &e.created_at.to_rfc3339())?;
@@ -701,6 +739,7 @@ impl Serialize for EventJson<'_> {
             &EventUserJson {
                 id: &e.user_id,
                 user: &b.user,
+                region: b.notice.as_ref().and_then(|n| n.region.as_deref()),
             },
         )?;
         out.serialize_field("consents", &EventConsentsJson(&b.consents))?;
@@ -714,6 +753,15 @@ impl Serialize for EventJson<'_> {
         } else {
             out.serialize_field("purpose_versions", &b.purpose_versions)?;
         }
+        let notice = b.notice.as_ref();
+        match notice.and_then(|n| n.notice_id.as_ref()) {
+            Some(id) => out.serialize_field("notice_id", id)?,
+            None => out.skip_field("notice_id")?,
+        }
+        match notice.and_then(|n| n.source.as_ref()) {
+            Some(source) => out.serialize_field("source", source)?,
+            None => out.skip_field("source")?,
+        }
         out.end()
     }
 }
@@ -721,13 +769,14 @@ impl Serialize for EventJson<'_> {
 struct EventUserJson<'a> {
     id: &'a str,
     user: &'a UserRef,
+    region: Option<&'a str>,
 }
 
 impl Serialize for EventUserJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let u = self.user;
-        let mut out = s.serialize_struct("EventUserView", 5)?;
+        let mut out = s.serialize_struct("EventUserView", 6)?;
         out.serialize_field("id", self.id)?;
         match &u.organization_user_id {
             Some(v) => out.serialize_field("organization_user_id", v)?,
@@ -745,6 +794,10 @@ impl Serialize for EventUserJson<'_> {
                 Some(v) => out.serialize_field(key, v)?,
                 None => out.skip_field(key)?,
             }
+        }
+        match self.region {
+            Some(region) => out.serialize_field("region", region)?,
+            None => out.skip_field("region")?,
         }
         out.end()
     }
@@ -817,6 +870,12 @@ pub struct EventView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub purpose_versions: Option<PurposeVersions>,
+    /// The notice shown, for an event written in the notice shape that named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_id: Option<String>,
+    /// The SDK that sent the event, for an event written in the notice shape that said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<NoticeSource>,
 }
 
 /// The user part of a shown event.
@@ -838,6 +897,9 @@ pub struct EventUserView {
     /// Country where the event happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_country: Option<String>,
+    /// The user's region, for an event written in the notice shape that named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The choices of a shown event.
@@ -865,6 +927,7 @@ mod tests {
             organization_id: OrganizationId::parse("acme").unwrap(),
             now: Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
             generate_tcfcs: None,
+            purpose_map: Arc::new(PurposeMap::default()),
         }
     }
 
@@ -1061,6 +1124,65 @@ mod tests {
                 serde_json::to_value(event.view()).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_notice_event_shows_its_notice_fields_in_both_writers() {
+        let body = json!({"id": "n", "organization_id": "acme", "notice_id": "nt",
+            "user": {"id": "u", "region": "BY"},
+            "events": [{"action": "consent.given", "purpose": "p"}],
+            "source": {"type": "android", "url": "https://e.com/"}});
+        let input = parse_batch(&body, &ctx()).unwrap().events.remove(0);
+        let event = ConsentEvent {
+            id: input.id.unwrap(),
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            user_id: "u".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            status: input.status,
+            regulation: input.regulation,
+            seq: 1,
+            body: Arc::new(input.body),
+        };
+        let view = serde_json::to_value(event.view()).unwrap();
+        assert_eq!(serde_json::to_value(EventJson(&event)).unwrap(), view);
+        assert_eq!(view["notice_id"], "nt");
+        assert_eq!(
+            view["source"],
+            json!({"type": "android", "url": "https://e.com/"})
+        );
+        assert_eq!(view["user"]["region"], "BY");
+        assert_eq!(
+            view["metadata"],
+            json!({"notice_actions": ["consent.given"]})
+        );
+    }
+
+    #[test]
+    fn patching_a_notice_events_consents_rewrites_its_actions() {
+        let body = json!({"organization_id": "acme", "user": {"id": "u"},
+            "events": [{"action": "preference.shown"},
+                       {"action": "consent.given", "purpose": "p"}]});
+        let input = parse_batch(&body, &ctx()).unwrap().events.remove(0);
+        let mut event = ConsentEvent {
+            id: EventId::parse("e").unwrap(),
+            organization_id: OrganizationId::parse("acme").unwrap(),
+            user_id: "u".into(),
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            status: EventStatus::Confirmed,
+            regulation: Regulation::default(),
+            seq: 1,
+            body: Arc::new(input.body),
+        };
+        let patch = EventPatch::parse(&json!({"consents": {"purposes": [
+            {"id": "p", "enabled": false}]}}))
+        .unwrap();
+        patch.apply_to(&mut event, Timestamp::from_millis(9));
+        assert_eq!(
+            serde_json::to_value(event.notice_view().events).unwrap(),
+            json!([{"action": "consent.refused", "purpose": "p"}])
+        );
     }
 
     #[test]

@@ -114,6 +114,15 @@ impl Regulation {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// False for `none`: an event under no regulation is stored and listed, but it changes
+    /// no consent status (API-DECISIONS.md, "Notice events").
+    pub fn changes_status(&self) -> bool {
+        self.0 != Regulation::NONE
+    }
+
+    /// The regulation of an event made under no regulation.
+    pub const NONE: &'static str = "none";
 }
 
 impl Default for Regulation {
@@ -188,5 +197,13 @@ mod tests {
         assert!(Regulation::parse("chilean-law-25").is_ok());
         assert!(Regulation::parse("GDPR").is_err());
         assert!(Regulation::parse("").is_err());
+    }
+
+    #[test]
+    fn only_none_leaves_statuses_alone() {
+        assert!(!Regulation::parse("none").unwrap().changes_status());
+        for r in ["gdpr", "tcf", "gpp", "none-such"] {
+            assert!(Regulation::parse(r).unwrap().changes_status(), "{r}");
+        }
     }
 }

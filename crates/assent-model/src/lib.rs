@@ -1,7 +1,8 @@
 //! The consent domain of Assent, with no I/O.
 //!
 //! Consent events are the record of truth; a user's consent status is the fold of its confirmed
-//! events. This crate parses and validates what clients send ([`event`], [`user`]), holds the
+//! events. This crate parses and validates what clients send ([`event`], [`user`], and the
+//! notice shape of CMP SDKs in [`notice`]), holds the
 //! merge rules that turn events into a status ([`status`]), the query language used to
 //! select events and users ([`filter`], [`query`]), and how a status becomes an IAB TCF
 //! string ([`tcf`], over the `assent-tcf` codec). Storage and HTTP live elsewhere.
@@ -17,6 +18,7 @@ pub mod integration;
 pub mod json;
 pub mod limits;
 pub mod look;
+pub mod notice;
 pub mod proof;
 pub mod purpose;
 pub mod query;

@@ -29,6 +29,8 @@ pub const EVENT_FILTER_ROOTS: &[&str] = &[
     "consents.",
     "proofs_id",
     "delegate.",
+    "notice_id",
+    "source.",
 ];
 
 /// Fields of a user that can be filtered on.
@@ -156,7 +158,7 @@ impl EventsQuery {
         for (k, v) in pairs {
             match k.as_str() {
                 k if COMMON.contains(&k) || k == "user_id" || k == "organization_user_id" => {}
-                "$limit" | "$skip" if paged => {}
+                "$limit" | "$skip" | "$format" if paged => {}
                 "$sort[created_at]" if paged => {
                     sort = match v.as_str() {
                         "1" => SortOrder::Ascending,
@@ -241,6 +243,30 @@ fn flags_of(pairs: &Pairs) -> impl Iterator<Item = (&str, &str)> {
         .iter()
         .filter(|(k, _)| k == "$disable_integrations" || k == "$generate_tcfcs")
         .map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// The shape in which `GET /consents/events` shows events (`$format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventFormat {
+    /// The Consents API shape (the default).
+    #[default]
+    Consents,
+    /// The notice shape of CMP SDKs (`$format=notice`), see [`crate::notice`].
+    Notice,
+}
+
+impl EventFormat {
+    /// Reads `$format` (absent: the Consents API shape).
+    pub fn parse(pairs: &Pairs) -> Result<EventFormat, DomainError> {
+        match single(pairs, "$format") {
+            None => Ok(EventFormat::Consents),
+            Some("notice") => Ok(EventFormat::Notice),
+            Some(_) => Err(DomainError::invalid_field(
+                "$format",
+                "must be 'notice' (leave $format out for the Consents API shape)",
+            )),
+        }
+    }
 }
 
 /// The query of `GET /consents/users`.
@@ -347,6 +373,39 @@ mod tests {
     fn deleting_needs_a_filter_besides_the_user() {
         assert!(EventsQuery::for_delete(&pairs(&[("user_id", "u")])).is_err());
         assert!(EventsQuery::for_delete(&pairs(&[("user_id", "u"), ("metadata.k", "v")])).is_ok());
+    }
+
+    #[test]
+    fn the_format_is_notice_or_left_out() {
+        let with = |v: &str| pairs(&[("user_id", "u"), ("$format", v)]);
+        assert_eq!(EventFormat::parse(&with("notice")), Ok(EventFormat::Notice));
+        assert_eq!(
+            EventFormat::parse(&pairs(&[("user_id", "u")])),
+            Ok(EventFormat::Consents)
+        );
+        assert!(EventFormat::parse(&with("csv")).is_err());
+        assert!(EventsQuery::for_list(&with("notice")).is_ok());
+        assert!(EventsQuery::for_delete(&with("notice")).is_err());
+    }
+
+    #[test]
+    fn notice_fields_can_be_filtered_on() {
+        let q = EventsQuery::for_list(&pairs(&[
+            ("user_id", "u"),
+            ("source.type", "ios"),
+            ("notice_id", "n"),
+        ]))
+        .unwrap();
+        assert!(
+            q.filter
+                .matches(&json!({"status": "confirmed", "regulation": "gdpr",
+            "notice_id": "n", "source": {"type": "ios"}}))
+        );
+        assert!(
+            !q.filter
+                .matches(&json!({"status": "confirmed", "regulation": "gdpr",
+            "notice_id": "n", "source": {"type": "web"}}))
+        );
     }
 
     #[test]

@@ -280,6 +280,7 @@ mod tests {
             organization_id: OrganizationId::parse("acme").unwrap(),
             now: Timestamp::now(),
             generate_tcfcs: None,
+            purpose_map: std::sync::Arc::new(crate::tcf::PurposeMap::default()),
         }
     }
 

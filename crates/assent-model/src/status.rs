@@ -479,7 +479,8 @@ fn is_default(p: &Profile) -> bool {
 }
 
 impl UserState {
-    /// Applies one confirmed event, stamped `stamp`, under `regulation`.
+    /// Applies one confirmed event, stamped `stamp`, under `regulation`. An event under
+    /// regulation `none` changes the profile only, never a consent status.
     pub fn apply(&mut self, regulation: &Regulation, body: &EventBody, stamp: Stamp) {
         let user = &body.user;
         self.from_events.merge(
@@ -488,6 +489,9 @@ impl UserState {
             user.last_seen_country.as_deref(),
             stamp,
         );
+        if !regulation.changes_status() {
+            return;
+        }
         if !self.statuses.contains_key(regulation) {
             self.statuses
                 .insert(regulation.clone(), ConsentStatus::default());
@@ -586,7 +590,7 @@ pub fn status_at<'a>(
 ) -> ConsentsView {
     let mut status = ConsentStatus::default();
     for (r, body, stamp) in events {
-        if r == regulation && stamp.at <= at {
+        if r == regulation && r.changes_status() && stamp.at <= at {
             status.merge(&body.consents, stamp);
         }
     }
@@ -687,6 +691,28 @@ mod tests {
         assert_eq!(s.status(&ccpa).tcfcs.as_deref(), Some("ccpa-edit"));
         let bytes = serde_json::to_vec(&s).unwrap();
         assert_eq!(serde_json::from_slice::<UserState>(&bytes).unwrap(), s);
+    }
+
+    #[test]
+    fn regulation_none_changes_the_profile_but_no_status() {
+        let none = Regulation::parse("none").unwrap();
+        let body = EventBody {
+            consents: purpose("news", Some(true)),
+            user: crate::event::UserRef {
+                country: Some("FR".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut s = UserState::default();
+        s.apply(&none, &body, stamp(1, 1));
+        assert_eq!(s.regulations().count(), 0);
+        assert_eq!(s.status(&none), ConsentsView::default());
+        assert_eq!(s.profile().country.as_deref(), Some("FR"));
+        assert_eq!(
+            status_at([(&none, &body, stamp(1, 1))], &none, 10),
+            ConsentsView::default()
+        );
     }
 
     #[test]

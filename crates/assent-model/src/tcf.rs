@@ -141,6 +141,18 @@ impl PurposeMap {
         PurposeMap::new(narrow(file.purposes), narrow(file.special_features))
     }
 
+    /// Every purpose id that is an IAB purpose, with its number.
+    pub fn purposes(&self) -> impl Iterator<Item = (&str, u8)> + '_ {
+        self.purposes.iter().map(|(id, n)| (id.as_str(), *n))
+    }
+
+    /// Every purpose id that is an IAB special feature, with its number.
+    pub fn special_features(&self) -> impl Iterator<Item = (&str, u8)> + '_ {
+        self.special_features
+            .iter()
+            .map(|(id, n)| (id.as_str(), *n))
+    }
+
     /// The IAB purpose that purpose `id` is, if any.
     pub fn purpose(&self, id: &str) -> Option<u8> {
         self.purposes.get(id).copied()
@@ -312,7 +324,8 @@ where
     }
     let mut statuses: HashMap<(K, Regulation), ConsentStatus> = HashMap::new();
     for (key, stamp, input) in events {
-        let confirmed = input.status == EventStatus::Confirmed;
+        // An event under regulation `none` changes no status: later events do not see it.
+        let confirmed = input.status == EventStatus::Confirmed && input.regulation.changes_status();
         if input.tcf.is_none() && !confirmed {
             continue;
         }
@@ -740,6 +753,7 @@ mod tests {
             organization_id: crate::ids::OrganizationId::parse("acme").unwrap(),
             now: Timestamp::from_millis(10_000),
             generate_tcfcs: generate.then(|| Arc::new(PurposeMap::default())),
+            purpose_map: Arc::new(PurposeMap::default()),
         };
         crate::event::parse_batch(&body, &ctx).unwrap().events
     }

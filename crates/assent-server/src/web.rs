@@ -13,6 +13,7 @@ mod language;
 
 use crate::AppState;
 use crate::auth::TokenProblem;
+use crate::routes::settings::LookView;
 use assent_model::OrganizationId;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -109,19 +110,25 @@ async fn preference_center(
         .replace("{{config}}", &script_json(&config)))
 }
 
-/// The organization's preference-center look and purpose registry, as the API shows them.
+/// The organization's preference-center look and purpose registry, as `GET
+/// /v1/preference-center` and `GET /v1/purposes` show them.
 async fn page_content(
-    _state: &AppState,
-    _org: &OrganizationId,
+    state: &AppState,
+    org: &OrganizationId,
 ) -> Result<(Value, Value), LinkProblem> {
-    let look = json!({
-        "title": "Your privacy choices",
-        "intro": null,
-        "logo_url": null,
-        "colors": {"primary": "#1a56db", "background": "#ffffff", "text": "#111827"},
-        "default_language": "en",
-    });
-    Ok((look, json!([])))
+    let (look, purposes) = tokio::try_join!(
+        state.store.get_preference_center(org),
+        state.store.list_purposes(org),
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "preference center: reading the look and purposes failed");
+        LinkProblem::Unavailable
+    })?;
+    let look = LookView::of(org.as_str(), look);
+    let purposes: Vec<_> = purposes.iter().map(|p| p.view(org.as_str())).collect();
+    let look = serde_json::to_value(look).map_err(|_| LinkProblem::Unavailable)?;
+    let purposes = serde_json::to_value(purposes).map_err(|_| LinkProblem::Unavailable)?;
+    Ok((look, purposes))
 }
 
 async fn console() -> Response {

@@ -419,12 +419,13 @@ function isoDay(date) {
 }
 
 /** An SVG chart: bars (event volume) or lines (opt-in share, 0–100 %), with axes. */
-function chart({ days, series, kind, max, unit }) {
+function chart({ days, series, kind, max, unit, label }) {
   const w = 720, h = 240, left = 48, bottom = 28, top = 10, right = 10;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
   const node = (tag, attrs, text) => {
     const n = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
@@ -509,12 +510,16 @@ async function dashboardPage() {
       })));
     out.replaceChildren(
       el("section", { class: "panel chart", "aria-labelledby": "volume-title" },
-        el("h2", { id: "volume-title", text: `Event volume (${total} events)` }),
-        chart({ days, series: [{ name: "events", color: "#1a56db", values: volume }], kind: "bars", max: Math.max(1, ...volume), unit: "" })),
+        el("h2", { id: "volume-title", text: `Event volume (${total} event${total === 1 ? "" : "s"})` }),
+        chart({ days, series: [{ name: "events", color: "#1a56db", values: volume }], kind: "bars", max: Math.max(1, ...volume), unit: "",
+          label: `Events per day from ${stats.from} to ${stats.to}; the numbers are in the data table below.` })),
       el("section", { class: "panel chart", "aria-labelledby": "rates-title" },
         el("h2", { id: "rates-title", text: "Opt-in share per purpose, by day" }),
         purposeIds.length
-          ? [chart({ days, series: shares, kind: "lines", max: 100, unit: "%" }), legend(shares)]
+          ? [chart({
+            days, series: shares, kind: "lines", max: 100, unit: "%",
+            label: `Share of consents given per purpose and day (${purposeIds.join(", ")}); the numbers are in the data table below.`,
+          }), legend(shares)]
           : el("p", { class: "muted", text: "No consent given or refused in this period." })),
       el("details", { class: "panel" }, el("summary", { text: "Data (consents given / choices made)" }),
         el("div", { class: "table-wrap" }, el("table", { id: "stats-table" },

@@ -11,7 +11,8 @@ use assent_model::consents::Consents;
 use assent_model::event::{
     Delegate, EventJson, EventPatch, EventStatus, EventView, ParseContext, UserRef, parse_batch,
 };
-use assent_model::query::{self, EventsQuery};
+use assent_model::notice::{NoticeEventView, NoticeItem, NoticeRegulation, NoticeSource, UserType};
+use assent_model::query::{self, EventFormat, EventsQuery};
 use assent_model::user::UserSelector;
 use assent_model::{DomainError, EventId, Timestamp};
 use axum::Json;
@@ -95,14 +96,74 @@ pub struct TcfParamsIn {
     publisher_restrictions: Option<Vec<serde_json::Value>>,
 }
 
-/// One event, or a batch of 1 to 100 (all or nothing).
+/// A consent event as a CMP notice or SDK sends it, recognised by its `events` array. It is
+/// stored as one consent event of the Consents API shape (docs/API-DECISIONS.md, "Notice
+/// events"); unknown fields are refused.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::notice"
+)]
+pub struct NoticeEventIn {
+    /// Idempotency key; a UUIDv7 is made when absent.
+    id: Option<String>,
+    /// Required; must equal the query's organization_id.
+    organization_id: String,
+    /// The notice that was shown.
+    notice_id: Option<String>,
+    /// The user.
+    user: NoticeUserIn,
+    /// Regulation of the event and of the status it changes; default `gdpr`. `none` is
+    /// stored but changes no status; under `tcf` the consent string's choices apply too.
+    regulation: Option<NoticeRegulation>,
+    /// An IAB TCF v2 consent string, decoded and checked; stored as `consents.tcfcs`.
+    consent_string: Option<String>,
+    /// What the user did: at least one action.
+    events: Vec<NoticeItem>,
+    /// Where the event came from; `url` must be an absolute URL.
+    source: Option<NoticeSource>,
+    /// When the choice was made (RFC 3339); defaults to now.
+    created_at: Option<String>,
+    /// When the CMP last changed the choice (RFC 3339); kept as sent.
+    updated_at: Option<String>,
+}
+
+/// The `user` of a notice event.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body; it is parsed by assent_model::notice"
+)]
+pub struct NoticeUserIn {
+    /// The user's id; required with `type: external`. A user is created if it is unknown.
+    id: Option<String>,
+    /// `didomi` (default): `id` is the user id; `external`: the organization user id.
+    #[serde(rename = "type")]
+    kind: Option<UserType>,
+    /// ISO 3166-1 alpha-2 country of the user.
+    country: Option<String>,
+    /// The user's region (1 to 255 characters).
+    region: Option<String>,
+}
+
+/// One event in either shape.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum AnyEventIn {
+    /// The Consents API shape.
+    Consents(Box<EventIn>),
+    /// The notice shape of CMP SDKs.
+    Notice(Box<NoticeEventIn>),
+}
+
+/// One event, or a batch of 1 to 100 (all or nothing) that may mix both shapes.
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum EventsIn {
     /// One event.
-    One(Box<EventIn>),
+    One(Box<AnyEventIn>),
     /// A batch.
-    Batch(Vec<EventIn>),
+    Batch(Vec<AnyEventIn>),
 }
 
 /// One event, or the events of a batch in input order.
@@ -124,8 +185,18 @@ pub struct EventList {
     pub limit: usize,
     /// Events skipped.
     pub skip: usize,
-    /// This page.
-    pub data: Vec<EventView>,
+    /// This page, in the shape `$format` asks for.
+    pub data: Vec<ListedEvent>,
+}
+
+/// A listed event: in the Consents API shape, or with `$format=notice` in the notice shape.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ListedEvent {
+    /// The Consents API shape (the default).
+    Consents(Box<EventView>),
+    /// The notice shape (`$format=notice`).
+    Notice(Box<NoticeEventView>),
 }
 
 /// The change a `PATCH` makes to an event.
@@ -172,6 +243,27 @@ pub struct EventsParams {
     sort: Option<i32>,
 }
 
+/// The shape a list answers in.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "documents query parameters; handlers read them as pairs"
+)]
+pub struct FormatParams {
+    /// `notice`: the events in the notice shape of CMP SDKs; left out, the Consents API shape.
+    #[param(rename = "$format", inline)]
+    format: Option<FormatParam>,
+}
+
+/// The values of `$format` (documentation only: the query is read by assent_model::query).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatParam {
+    /// The notice shape of CMP SDKs.
+    Notice,
+}
+
 fn event_id(raw: &str) -> Result<EventId, ApiError> {
     EventId::parse(raw).map_err(|m| ApiError::bad_field("id", m))
 }
@@ -209,6 +301,7 @@ pub async fn create(
         organization_id: caller.org.clone(),
         now: Timestamp::now(),
         generate_tcfcs,
+        purpose_map: state.tcf_purpose_map.clone(),
     };
     let mut batch = parse_batch(&body, &ctx)?;
     state
@@ -234,15 +327,16 @@ pub async fn create(
     })
 }
 
-/// Lists the events of one user.
+/// Lists the events of one user, in the Consents API shape or, with `$format=notice`, in
+/// the notice shape of CMP SDKs.
 #[utoipa::path(
     get,
     path = "/v1/consents/events",
     tag = "consents/events",
-    params(OrganizationParam, EventsParams),
+    params(OrganizationParam, EventsParams, FormatParams),
     responses(
         (status = 200, description = "A page of events (empty for an unknown user)", body = EventList),
-        (status = 400, description = "No user, or a bad filter", body = ErrorBody),
+        (status = 400, description = "No user, a bad filter or a bad $format", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -268,13 +362,18 @@ pub async fn list(
             super::tokens::confine_read(&state, &caller.org, grant, user).await?;
         }
     }
+    let format = EventFormat::parse(&q)?;
     let query = EventsQuery::for_list(&q)?;
     let page = state.store.list_events(&caller.org, &query).await?;
+    let show = |e: &assent_model::ConsentEvent| match format {
+        EventFormat::Consents => ListedEvent::Consents(Box::new(e.view())),
+        EventFormat::Notice => ListedEvent::Notice(Box::new(e.notice_view())),
+    };
     Ok(Json(EventList {
         total: page.total,
         limit: page.limit,
         skip: page.skip,
-        data: page.data.iter().map(|e| e.view()).collect(),
+        data: page.data.iter().map(show).collect(),
     }))
 }
 

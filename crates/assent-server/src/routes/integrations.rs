@@ -463,6 +463,7 @@ pub async fn inbound(
         organization_id: org.clone(),
         now: Timestamp::now(),
         generate_tcfcs: None,
+        purpose_map: state.tcf_purpose_map.clone(),
     };
     let mut batch = assent_model::event::parse_batch(&serde_json::Value::Array(events), &ctx)?;
     // A change made in the destination is recorded whatever strict mode says: the

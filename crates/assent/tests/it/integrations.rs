@@ -182,7 +182,7 @@ async fn webhook(api: &Api, url: &str, extra: Value) -> (String, String) {
 }
 
 /// Creates a webhook integration for `receiver` that takes `event.created` only; returns its id.
-async fn event_hook(api: &Api, receiver: &Receiver) -> String {
+pub async fn event_hook(api: &Api, receiver: &Receiver) -> String {
     webhook(
         api,
         &receiver.url(),

@@ -22,6 +22,7 @@ mod limits;
 mod logs;
 
 mod multinode;
+mod notice;
 mod ops;
 mod pg_cli;
 mod pg_rows;

@@ -79,6 +79,57 @@ async fn consent_token(api: &Api, ouid: &str, lifetime: u64) -> String {
     out["id_token"].as_str().unwrap().to_owned()
 }
 
+/// Registers the purposes and the look of a small shop, as an organization would.
+async fn acme_registry(api: &Api) {
+    for purpose in [
+        json!({
+            "id": "newsletter",
+            "labels": {"en": "Newsletter", "fr": "Lettre d’information"},
+            "descriptions": {"en": "Our weekly email with product news and offers.",
+                             "fr": "Notre e-mail hebdomadaire avec les nouveautés et les offres."},
+            "preferences": [
+                {"id": "topics", "labels": {"en": "Topics", "fr": "Sujets"}, "values": [
+                    {"id": "tech", "labels": {"en": "Technology", "fr": "Technologie"}},
+                    {"id": "sport", "labels": {"en": "Sport", "fr": "Sport"}},
+                    {"id": "travel", "labels": {"en": "Travel", "fr": "Voyage"}}]},
+                {"id": "frequency", "multiple": false, "labels": {"en": "How often", "fr": "Fréquence"},
+                 "values": [
+                    {"id": "weekly", "labels": {"en": "Weekly", "fr": "Hebdomadaire"}},
+                    {"id": "monthly", "labels": {"en": "Monthly", "fr": "Mensuelle"}}]}
+            ],
+            "channels": [{"id": "email", "labels": {"en": "Email", "fr": "E-mail"}},
+                         {"id": "sms", "labels": {"en": "Text message", "fr": "SMS"}}]
+        }),
+        json!({
+            "id": "analytics",
+            "labels": {"en": "Audience measurement", "fr": "Mesure d’audience"},
+            "descriptions": {"en": "Helps us understand how our site is used, with anonymous statistics.",
+                             "fr": "Nous aide à comprendre l’usage de notre site, par des statistiques anonymes."}
+        }),
+        json!({
+            "id": "partners",
+            "labels": {"en": "Offers from our partners", "fr": "Offres de nos partenaires"},
+            "descriptions": {"en": "We share your email with selected partners so they can send you offers.",
+                             "fr": "Nous partageons votre e-mail avec des partenaires choisis pour qu’ils vous envoient des offres."}
+        }),
+    ] {
+        let (status, out) = api.post("/v1/purposes", purpose).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+    }
+    let (status, out) = api
+        .send(
+            reqwest::Method::PUT,
+            "/v1/preference-center",
+            Some(json!({
+                "title": "Your privacy choices at Acme",
+                "intro": "Choose what we may do with your data. You can change your mind at any time.",
+                "colors": {"primary": "#0f5132", "background": "#ffffff", "text": "#1f2937"}
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+}
+
 /// The events of `ouid`, newest first.
 async fn events_of(api: &Api, ouid: &str) -> Vec<Value> {
     let (status, page) = api
@@ -112,6 +163,7 @@ async fn the_preference_center_saves_a_switched_purpose_as_one_event(#[case] bac
         return;
     };
     let api = server.client().await;
+    acme_registry(&api).await;
     api.event(json!({
         "user": {"organization_user_id": "alice@example.com"},
         "consents": {"purposes": [{"id": "newsletter", "enabled": true}]}
@@ -119,30 +171,45 @@ async fn the_preference_center_saves_a_switched_purpose_as_one_event(#[case] bac
     .await;
     let token = consent_token(&api, "alice@example.com", 600).await;
 
+    // The reader allows audience measurement (no choice until now) with the keyboard, and
+    // picks a newsletter topic.
     let page = browse(
         "preferences-save",
-        json!({"base": server.base, "token": token, "purpose": "newsletter"}),
+        json!({"base": server.base, "token": token, "purpose": "analytics",
+               "value": "newsletter-topics-sport"}),
     )
     .await;
-    assert_eq!(page["violations"], json!([]), "WCAG 2.1 AA (axe-core): {page}");
-    assert_eq!(page["before"], true, "{page}");
-    assert_eq!(page["after"], false, "{page}");
+    assert_eq!(
+        page["violations"],
+        json!([]),
+        "WCAG 2.1 AA (axe-core): {page}"
+    );
+    assert_eq!(page["label"], "Audience measurement", "{page}");
+    assert_eq!(page["before"], false, "{page}");
+    assert_eq!(page["after"], true, "{page}");
     assert!(page["notice"].as_str().unwrap().contains("saved"), "{page}");
 
-    // One new event, made with the end user's token, and the status follows it.
+    // One new event, made with the end user's token, holding only what changed and the
+    // registry versions in force; the status follows it.
     let events = events_of(&api, "alice@example.com").await;
     assert_eq!(events.len(), 2, "{events:?}");
     let saved = &events[0];
     assert_eq!(
         saved["consents"]["purposes"],
-        json!([{"id": "newsletter", "enabled": false}]),
+        json!([
+            {"id": "newsletter", "values": {"topics": {"value": "sport"}}},
+            {"id": "analytics", "enabled": true}
+        ]),
         "{saved}"
     );
     assert_eq!(saved["metadata"]["source"], "preference-center", "{saved}");
     assert_eq!(
-        enabled(&api, "alice@example.com", "newsletter").await,
-        false
+        saved["purpose_versions"],
+        json!({"analytics": 1, "newsletter": 1}),
+        "{saved}"
     );
+    assert_eq!(enabled(&api, "alice@example.com", "analytics").await, true);
+    assert_eq!(enabled(&api, "alice@example.com", "newsletter").await, true);
 }
 
 #[tokio::test]
@@ -152,6 +219,7 @@ async fn the_preference_center_speaks_the_readers_language() {
     }
     let server = TestServer::start().await;
     let api = server.client().await;
+    acme_registry(&api).await;
     api.event(json!({
         "user": {"organization_user_id": "zoe"},
         "consents": {"purposes": [{"id": "newsletter", "enabled": false}]}
@@ -167,6 +235,7 @@ async fn the_preference_center_speaks_the_readers_language() {
     )
     .await;
     assert_eq!(page["lang"], "fr", "{page}");
+    assert_eq!(page["label"], "Lettre d’information", "{page}");
     assert_eq!(page["save"], "Enregistrer mes choix", "{page}");
     assert!(
         page["notice"]
@@ -193,7 +262,11 @@ async fn an_expired_preference_link_shows_a_clear_page() {
     )
     .await;
     assert_eq!(page["status"], 401, "{page}");
-    assert_eq!(page["violations"], json!([]), "WCAG 2.1 AA (axe-core): {page}");
+    assert_eq!(
+        page["violations"],
+        json!([]),
+        "WCAG 2.1 AA (axe-core): {page}"
+    );
     assert_eq!(page["title"], "This link has expired", "{page}");
     assert!(
         page["text"]
@@ -392,7 +465,11 @@ async fn the_console_finds_a_user_shows_its_history_and_retries_a_parked_deliver
         }),
     )
     .await;
-    assert_eq!(page["violations"], json!([]), "WCAG 2.1 AA (axe-core): {page}");
+    assert_eq!(
+        page["violations"],
+        json!([]),
+        "WCAG 2.1 AA (axe-core): {page}"
+    );
     assert_eq!(page["title"], "dana@example.com", "{page}");
     assert_eq!(
         page["timeline"],
