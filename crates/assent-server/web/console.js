@@ -434,7 +434,8 @@ function chart({ days, series, kind, max, unit, label }) {
     return n;
   };
   const plotW = w - left - right, plotH = h - top - bottom;
-  const x = (i) => left + (days.length <= 1 ? plotW / 2 : (i * plotW) / (days.length - 1));
+  // One band per day; points and bars sit in the middle of their band.
+  const x = (i) => left + ((i + 0.5) * plotW) / Math.max(days.length, 1);
   const y = (v) => top + plotH - (max ? (v / max) * plotH : 0);
   for (const f of [0, 0.25, 0.5, 0.75, 1]) {
     const v = max * f;
@@ -444,12 +445,12 @@ function chart({ days, series, kind, max, unit, label }) {
   }
   const step = Math.max(1, Math.ceil(days.length / 8));
   days.forEach((d, i) => {
-    if (i % step === 0 || i === days.length - 1) {
+    if (i % step === 0) {
       node("text", { x: x(i), y: h - 8, "text-anchor": "middle", "font-size": 11, fill: "#4b5563" }, d.slice(5));
     }
   });
   if (kind === "bars") {
-    const bw = Math.max(2, (plotW / Math.max(days.length, 1)) * 0.7);
+    const bw = Math.max(1, (plotW / Math.max(days.length, 1)) * 0.7);
     series[0].values.forEach((v, i) => {
       const rect = node("rect", { x: x(i) - bw / 2, y: y(v), width: bw, height: top + plotH - y(v), fill: series[0].color });
       const tip = document.createElementNS(ns, "title");
@@ -470,6 +471,14 @@ function chart({ days, series, kind, max, unit, label }) {
     }
   }
   return svg;
+}
+
+/** A round axis maximum at or above `n` whose quarters are whole numbers. */
+function niceMax(n) {
+  if (!(n > 4)) return 4;
+  const magnitude = 10 ** Math.floor(Math.log10(n));
+  const nice = [1, 2, 2.5, 4, 5, 10].map((f) => f * magnitude).find((m) => m >= n && Number.isInteger(m / 4));
+  return nice ?? Math.ceil(n / 4) * 4;
 }
 
 function legend(series) {
@@ -511,7 +520,7 @@ async function dashboardPage() {
     out.replaceChildren(
       el("section", { class: "panel chart", "aria-labelledby": "volume-title" },
         el("h2", { id: "volume-title", text: `Event volume (${total} event${total === 1 ? "" : "s"})` }),
-        chart({ days, series: [{ name: "events", color: "#1a56db", values: volume }], kind: "bars", max: Math.max(1, ...volume), unit: "",
+        chart({ days, series: [{ name: "events", color: "#1a56db", values: volume }], kind: "bars", max: niceMax(Math.max(...volume)), unit: "",
           label: `Events per day from ${stats.from} to ${stats.to}; the numbers are in the data table below.` })),
       el("section", { class: "panel chart", "aria-labelledby": "rates-title" },
         el("h2", { id: "rates-title", text: "Opt-in share per purpose, by day" }),

@@ -25,9 +25,9 @@ function check(condition, message) {
 }
 
 async function shot(page, name) {
-  if (!shots) return;
+  if (!shots || params.no_shots) return;
   mkdirSync(shots, { recursive: true });
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: join(shots, `${params.shot_prefix ?? ""}${name}.png`), fullPage: true });
 }
 
 /** The page's WCAG 2.1 A and AA violations found by axe-core, as `rule: element` lines. */

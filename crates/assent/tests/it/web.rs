@@ -176,7 +176,9 @@ async fn the_preference_center_saves_a_switched_purpose_as_one_event(#[case] bac
     let page = browse(
         "preferences-save",
         json!({"base": server.base, "token": token, "purpose": "analytics",
-               "value": "newsletter-topics-sport"}),
+               "value": "newsletter-topics-sport",
+               // One set of screenshots is enough.
+               "no_shots": backend == Backend::Postgres}),
     )
     .await;
     assert_eq!(
@@ -230,7 +232,8 @@ async fn the_preference_center_speaks_the_readers_language() {
         "preferences-save",
         json!({
             "base": server.base, "token": token, "purpose": "newsletter",
-            "accept_language": "fr-FR,fr;q=0.9,en;q=0.5", "locale": "fr-FR"
+            "accept_language": "fr-FR,fr;q=0.9,en;q=0.5", "locale": "fr-FR",
+            "shot_prefix": "fr-"
         }),
     )
     .await;
@@ -448,12 +451,30 @@ async fn the_console_finds_a_user_shows_its_history_and_retries_a_parked_deliver
         }))
         .await;
 
-    // Today's choice of another user, for the dashboard.
-    api.event(json!({
-        "user": {"organization_user_id": "eve@example.com"},
-        "consents": {"purposes": [{"id": "newsletter", "enabled": true}]}
-    }))
-    .await;
+    // Two weeks of choices by other users, for the dashboard: on day d (0 = 13 days ago),
+    // 2 + d % 4 events, each choosing the newsletter and audience measurement.
+    let today = chrono::Utc::now().date_naive();
+    let mut batch = Vec::new();
+    for d in 0..14_i64 {
+        let day = today - chrono::Duration::days(13 - d);
+        for n in 0..(2 + d % 4) {
+            batch.push(json!({
+                "created_at": format!("{day}T{:02}:00:00Z", 8 + n),
+                "user": {"organization_user_id": format!("visitor-{d}-{n}")},
+                "consents": {"purposes": [
+                    {"id": "newsletter", "enabled": (d + n) % 3 != 0},
+                    {"id": "analytics", "enabled": n % 2 == 0}
+                ]}
+            }));
+        }
+    }
+    let expected_volume: i64 = (0..14).map(|d| 2 + d % 4).sum();
+    for chunk in batch.chunks(100) {
+        let (status, out) = api
+            .post("/v1/consents/events", Value::Array(chunk.to_vec()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+    }
 
     let page = browse(
         "console",
@@ -480,6 +501,12 @@ async fn the_console_finds_a_user_shows_its_history_and_retries_a_parked_deliver
     assert_eq!(page["status_now"], "no", "{page}");
     assert_eq!(page["status_at"], "yes", "the status on 20 January: {page}");
     assert_eq!(page["charts"], 2, "{page}");
+    assert_eq!(page["lines"], 2, "one line per purpose: {page}");
+    assert_eq!(
+        page["volume_title"],
+        format!("Event volume ({expected_volume} events)"),
+        "{page}"
+    );
     assert!(page["deliveries"].as_u64().unwrap() >= 2, "{page}");
     assert!(
         page["retried"].as_str().unwrap().contains(&parked_id),
