@@ -104,31 +104,38 @@ pub struct ColorsIn {
     text: Option<String>,
 }
 
-fn settings_view(org: &str, stored: Option<Stamped<OrganizationSettings>>) -> SettingsView {
-    let (settings, updated_at) = match stored {
-        Some(s) => (s.value, Some(s.updated_at.to_rfc3339())),
-        None => (OrganizationSettings::default(), None),
-    };
-    SettingsView {
-        organization_id: org.to_owned(),
-        strict_mode: settings.strict_mode,
-        updated_at,
+impl SettingsView {
+    /// The settings of `org` as stored (the defaults when never set).
+    pub fn of(org: &str, stored: Option<Stamped<OrganizationSettings>>) -> SettingsView {
+        let (settings, updated_at) = match stored {
+            Some(s) => (s.value, Some(s.updated_at.to_rfc3339())),
+            None => (OrganizationSettings::default(), None),
+        };
+        SettingsView {
+            organization_id: org.to_owned(),
+            strict_mode: settings.strict_mode,
+            updated_at,
+        }
     }
 }
 
-fn look_view(org: &str, stored: Option<Stamped<PreferenceCenterLook>>) -> LookView {
-    let (look, updated_at) = match stored {
-        Some(s) => (s.value, Some(s.updated_at.to_rfc3339())),
-        None => (PreferenceCenterLook::default(), None),
-    };
-    LookView {
-        organization_id: org.to_owned(),
-        title: look.title,
-        intro: look.intro,
-        logo_url: look.logo_url,
-        colors: look.colors,
-        default_language: look.default_language,
-        updated_at,
+impl LookView {
+    /// The look of `org`'s preference center as stored (the defaults when never set), as the
+    /// API shows it; the preference center page embeds the same.
+    pub fn of(org: &str, stored: Option<Stamped<PreferenceCenterLook>>) -> LookView {
+        let (look, updated_at) = match stored {
+            Some(s) => (s.value, Some(s.updated_at.to_rfc3339())),
+            None => (PreferenceCenterLook::default(), None),
+        };
+        LookView {
+            organization_id: org.to_owned(),
+            title: look.title,
+            intro: look.intro,
+            logo_url: look.logo_url,
+            colors: look.colors,
+            default_language: look.default_language,
+            updated_at,
+        }
     }
 }
 
@@ -148,7 +155,7 @@ pub async fn get(
 ) -> Result<Json<SettingsView>, ApiError> {
     query::only(&q, &[])?;
     let stored = state.store.get_settings(&tenant.org).await?;
-    Ok(Json(settings_view(tenant.org.as_str(), stored)))
+    Ok(Json(SettingsView::of(tenant.org.as_str(), stored)))
 }
 
 /// Changes the organization's settings. Strict mode applies to the events written after the
@@ -187,7 +194,7 @@ pub async fn patch(
         .put_settings(&tenant.org, settings.clone())
         .await?;
     state.registries.forget(&tenant.org);
-    Ok(Json(settings_view(tenant.org.as_str(), Some(settings))))
+    Ok(Json(SettingsView::of(tenant.org.as_str(), Some(settings))))
 }
 
 /// How the organization's preference center looks (defaults when never set).
@@ -206,7 +213,7 @@ pub async fn get_look(
 ) -> Result<Json<LookView>, ApiError> {
     query::only(&q, &[])?;
     let stored = state.store.get_preference_center(&caller.org).await?;
-    Ok(Json(look_view(caller.org.as_str(), stored)))
+    Ok(Json(LookView::of(caller.org.as_str(), stored)))
 }
 
 /// Replaces the look of the preference center; fields left out take their defaults.
@@ -237,5 +244,5 @@ pub async fn put_look(
         .store
         .put_preference_center(&tenant.org, look.clone())
         .await?;
-    Ok(Json(look_view(tenant.org.as_str(), Some(look))))
+    Ok(Json(LookView::of(tenant.org.as_str(), Some(look))))
 }
