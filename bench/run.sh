@@ -3,6 +3,7 @@
 # fresh store, and prints every run and the median. Usage:
 #   bench/run.sh [ingest|single|reads|ids|big|raw|parse|all]               (SQLite)
 #   bench/run.sh [deliveries|ingest-integrations]                           (SQLite, webhooks)
+#   bench/run.sh ingest-registry                                            (SQLite, purpose registry)
 #   bench/run.sh import-ndjson                                              (assent import)
 #   bench/run.sh export-full                                                (assent export)
 #   bench/run.sh [pg-ingest|pg-ingest-2|pg-single|pg-reads|pg-raw|pg-ceiling|pg-all]
@@ -126,6 +127,24 @@ none, three = med("ingest-0-integrations"), med("ingest-3-integrations")
 print(json.dumps({"scenario": "ingest-integrations", "median_of": n, "events_per_s_0": none,
                   "events_per_s_3": three, "ratio": round(three / none, 3),
                   "drop_pct": round(100 * (1 - three / none), 1)}))
+PY
+}
+
+# ingest-registry: the ingest scenario on an organization without purpose registry, then with
+# 20 registered purposes (every event names some and records their versions); both medians.
+ingest-registry() {
+    local args=(--url "$URL" --users 10000 --clients 8 --batch 100 --seconds "${SECONDS_PER_RUN:-20}")
+    run3 ingest-0-purposes "$BENCH" ingest "${args[@]}"
+    run3 ingest-20-purposes "$BENCH" ingest "${args[@]}" --purposes 20
+    python3 - "$RUNS" <<'PY'
+import json, statistics, sys
+n = int(sys.argv[1])
+def med(name):
+    runs = [json.loads(l) for l in open(f"bench/results/{name}.jsonl") if l.strip()][-n:]
+    return statistics.median(r["events_per_s"] for r in runs)
+none, twenty = med("ingest-0-purposes"), med("ingest-20-purposes")
+print(json.dumps({"scenario": "ingest-registry", "median_of": n, "events_per_s_0": none,
+                  "events_per_s_20": twenty, "ratio": round(twenty / none, 3)}))
 PY
 }
 

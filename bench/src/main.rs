@@ -87,6 +87,11 @@ struct IngestArgs {
     /// `ASSENT_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8`).
     #[arg(long, default_value_t = 0)]
     integrations: usize,
+    /// Before the load, register this many purposes (the four the events name first, then
+    /// others), each with a preference of three values and two channels: every event then
+    /// records purpose versions.
+    #[arg(long, default_value_t = 0)]
+    purposes: usize,
 }
 
 #[derive(Args, Clone)]

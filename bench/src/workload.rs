@@ -122,6 +122,7 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
     } else {
         None
     };
+    register_purposes(&t.url_for(0), &t.org, &token, args.purposes).await;
     let with_id = args.ids != "none";
     let v4 = args.ids == "v4";
     let mut rng = SmallRng::seed_from_u64(7);
@@ -177,7 +178,7 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
         }
     })
     .await;
-    let mut extra = serde_json::json!({"clients": args.clients, "batch": args.batch, "users": t.users, "ids": args.ids});
+    let mut extra = serde_json::json!({"clients": args.clients, "batch": args.batch, "users": t.users, "ids": args.ids, "purposes": args.purposes});
     if let Some(receiver) = receiver {
         let changes = changes.load(Ordering::Relaxed);
         extra["integrations"] = args.integrations.into();
@@ -185,6 +186,39 @@ pub async fn ingest(scenario: &'static str, args: IngestArgs) {
         extra["deliveries_during_load"] = receiver.stats.count().into();
     }
     report(scenario, tallies, elapsed, extra);
+}
+
+/// Registers `n` purposes of `org`: the workload's purposes first, then `purpose-5`, ….
+async fn register_purposes(base: &str, org: &str, token: &str, n: usize) {
+    let mut conn = Conn::open(base).await;
+    for i in 0..n {
+        let id = PURPOSES
+            .get(i)
+            .map_or_else(|| format!("purpose-{}", i + 1), |p| (*p).to_owned());
+        let body = serde_json::json!({
+            "id": id,
+            "labels": {"en": format!("Purpose {i}"), "fr": format!("Finalité {i}")},
+            "descriptions": {"en": "What we do with it"},
+            "preferences": [{"id": "topics", "labels": {"en": "Topics"}, "values": [
+                {"id": "tech", "labels": {"en": "Tech"}},
+                {"id": "sport", "labels": {"en": "Sport"}},
+                {"id": "travel", "labels": {"en": "Travel"}}]}],
+            "channels": [{"id": "email", "labels": {"en": "Email"}}, {"id": "sms", "labels": {"en": "SMS"}}],
+        });
+        let (status, bytes) = conn
+            .send(
+                Method::POST,
+                &format!("/v1/purposes?organization_id={org}"),
+                Some(token),
+                Bytes::from(body.to_string()),
+            )
+            .await;
+        assert!(
+            status.is_success(),
+            "registering purpose {id} failed: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
 }
 
 /// Creates users `0..users`, one event each, in batches of 100 from 8 clients.
