@@ -133,8 +133,13 @@ impl Registry {
     pub fn stamp_events(&self, events: &mut [EventInput]) {
         for event in events {
             let versions = self.versions(&event.body.consents);
-            if versions != event.body.purpose_versions {
-                event.body.purpose_versions = versions;
+            if versions == event.body.purpose_versions {
+                continue;
+            }
+            let appended = event.body.purpose_versions.is_empty()
+                && append_versions(&mut event.body_json, &versions);
+            event.body.purpose_versions = versions;
+            if !appended {
                 event.body_json = serde_json::to_vec(&event.body).unwrap_or_default();
             }
         }
@@ -152,6 +157,27 @@ impl Registry {
         patch.purpose_versions = self.versions(consents);
         Ok(())
     }
+}
+
+/// Adds `purpose_versions` to the stored JSON of a body that has none, as serializing the
+/// body again would write it (it is the body's last field), without serializing the rest
+/// again: ingestion stamps every event.
+/// Returns false, leaving it alone, when it is not a JSON object.
+fn append_versions(body_json: &mut Vec<u8>, versions: &PurposeVersions) -> bool {
+    let Ok(map) = serde_json::to_vec(versions) else {
+        return false;
+    };
+    if body_json.first() != Some(&b'{') || body_json.last() != Some(&b'}') {
+        return false;
+    }
+    body_json.pop();
+    if body_json.len() > 1 {
+        body_json.push(b',');
+    }
+    body_json.extend_from_slice(br#""purpose_versions":"#);
+    body_json.extend_from_slice(&map);
+    body_json.push(b'}');
+    true
 }
 
 fn check_purpose(entry: &Entry, choice: &PurposeChoice, at: Path<'_>, errors: &mut FieldErrors) {
@@ -320,6 +346,34 @@ mod tests {
         assert!(none.events[0].body.purpose_versions.is_empty());
         let stored: Value = serde_json::from_slice(&none.events[0].body_json).unwrap();
         assert!(stored.get("purpose_versions").is_none(), "{stored}");
+    }
+
+    #[test]
+    fn stamping_writes_the_json_that_serializing_the_body_writes() {
+        let reg = registry(false);
+        for body in [
+            json!({"consents": {"purposes": [{"id": "analytics"}]}}),
+            json!({"consents": {"purposes": [{"id": "newsletter", "enabled": true}, {"id": "analytics"}]},
+                   "metadata": {"k": "v"}, "user": {"organization_user_id": "u"},
+                   "delegate": {"id": "agent"}, "proofs_id": ["p.pdf"]}),
+        ] {
+            let mut batch = parse_batch(&body, &ctx()).unwrap();
+            reg.stamp_events(&mut batch.events);
+            let event = &batch.events[0];
+            assert!(!event.body.purpose_versions.is_empty());
+            assert_eq!(
+                String::from_utf8(event.body_json.clone()).unwrap(),
+                serde_json::to_string(&event.body).unwrap()
+            );
+            // Stamping again with other versions rewrites it.
+            let mut again = batch.events.clone();
+            Registry::new(false, []).stamp_events(&mut again);
+            assert!(again[0].body.purpose_versions.is_empty());
+            assert_eq!(
+                again[0].body_json,
+                serde_json::to_vec(&again[0].body).unwrap()
+            );
+        }
     }
 
     #[test]
