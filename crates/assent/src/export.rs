@@ -42,7 +42,7 @@ pub struct ExportArgs {
 /// Runs `assent export`; returns the summary line.
 pub async fn run(args: ExportArgs) -> Result<String, String> {
     let spec = spec(&args)?;
-    let store = args.store.open().await?;
+    let store = args.store.open_for_reading().await?;
     let started = Instant::now();
     let progress = Progress::new();
     let report = assent_export::run(store.as_ref(), &spec, &|users, events| {

@@ -65,12 +65,29 @@ impl StoreArgs {
 
     /// Opens the store, migrating its schema.
     pub async fn open(&self) -> Result<Arc<dyn Store>, String> {
+        self.open_with(assent_store::sqlite::MAX_READERS).await
+    }
+
+    /// Opens the store for a command that streams reads on its own (`assent export`): on
+    /// SQLite, one reader thread per core rather than a server's pool, which keeps the
+    /// process's memory down (measured: 104 → 55 MiB peak for 1,000,000 events) at the same
+    /// speed.
+    pub async fn open_for_reading(&self) -> Result<Arc<dyn Store>, String> {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        self.open_with(cores.min(assent_store::sqlite::MAX_READERS))
+            .await
+    }
+
+    async fn open_with(&self, readers: usize) -> Result<Arc<dyn Store>, String> {
         match self.postgres()? {
             Some(config) => Ok(Arc::new(
                 PgStore::connect(&config).await.map_err(|e| e.to_string())?,
             )),
             None => {
-                let config = SqliteConfig::new(&self.data_dir);
+                let config = SqliteConfig {
+                    readers,
+                    ..SqliteConfig::new(&self.data_dir)
+                };
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(config))
                     .await
                     .map_err(|e| e.to_string())?

@@ -57,7 +57,7 @@ const LOCK_FILE: &str = "assent.lock";
 const QUEUE_BOUND: usize = 4096;
 /// Reader threads, each with its own connection and page cache; more concurrent reads wait
 /// in their queue. Reads take microseconds: two cores gain nothing from more.
-const MAX_READERS: usize = 8;
+pub const MAX_READERS: usize = 8;
 
 /// How to open a SQLite store.
 #[derive(Debug, Clone)]
@@ -68,6 +68,10 @@ pub struct SqliteConfig {
     pub writer_cache_mib: u32,
     /// Page cache of each read connection, in MiB.
     pub reader_cache_mib: u32,
+    /// Reader threads (each with its connection); [`MAX_READERS`] by default. A process that
+    /// only streams reads (an export) needs no more than its cores: each reader thread also
+    /// keeps its own allocator heap.
+    pub readers: usize,
     /// Tuning of the writer.
     pub writer: WriterConfig,
 }
@@ -79,6 +83,7 @@ impl SqliteConfig {
             data_dir: data_dir.into(),
             writer_cache_mib: 32,
             reader_cache_mib: 2,
+            readers: MAX_READERS,
             writer: WriterConfig::default(),
         }
     }
@@ -238,7 +243,7 @@ impl SqliteStore {
         }
         let db_path = data_dir.join(DATABASE_FILE);
         let reader_cache = config.reader_cache_mib;
-        let readers = readers::Readers::start(MAX_READERS, shared.clone(), || {
+        let readers = readers::Readers::start(config.readers.max(1), shared.clone(), || {
             let conn = open_connection(&db_path, reader_cache)?;
             conn.execute_batch("PRAGMA query_only = 1;").map_err(db)?;
             Ok(conn)
