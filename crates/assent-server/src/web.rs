@@ -138,47 +138,43 @@ async fn console() -> Response {
 /// A page that says, in the reader's language, why the link does not open.
 fn link_problem_page(problem: LinkProblem, languages: &[String]) -> Response {
     let french = language::first(languages).starts_with("fr");
-    let (status, title, text) = match (problem, french) {
+    let status = match problem {
+        LinkProblem::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let (title, text) = match (problem, french) {
         (LinkProblem::Expired, false) => (
-            StatusCode::UNAUTHORIZED,
             "This link has expired",
             "For your security, links to your privacy choices work for a limited time. Ask for \
              a new link to change your choices.",
         ),
         (LinkProblem::Expired, true) => (
-            StatusCode::UNAUTHORIZED,
             "Ce lien a expiré",
             "Pour votre sécurité, les liens vers vos choix de confidentialité ne sont valables \
              qu’un temps. Demandez un nouveau lien pour modifier vos choix.",
         ),
         (LinkProblem::Revoked, false) => (
-            StatusCode::UNAUTHORIZED,
             "This link is no longer valid",
             "This link has been withdrawn. Ask for a new link to change your choices.",
         ),
         (LinkProblem::Revoked, true) => (
-            StatusCode::UNAUTHORIZED,
             "Ce lien n’est plus valable",
             "Ce lien a été retiré. Demandez un nouveau lien pour modifier vos choix.",
         ),
         (LinkProblem::Unavailable, false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
             "Your choices cannot be shown right now",
             "The service is briefly unavailable. Please try again in a few minutes.",
         ),
         (LinkProblem::Unavailable, true) => (
-            StatusCode::SERVICE_UNAVAILABLE,
             "Vos choix ne peuvent pas être affichés pour le moment",
             "Le service est brièvement indisponible. Veuillez réessayer dans quelques minutes.",
         ),
         (LinkProblem::Missing | LinkProblem::Invalid, false) => (
-            StatusCode::UNAUTHORIZED,
             "This link is not valid",
             "The link you followed is incomplete or has been altered. Open the link exactly as \
              you received it, or ask for a new one.",
         ),
         (LinkProblem::Missing | LinkProblem::Invalid, true) => (
-            StatusCode::UNAUTHORIZED,
             "Ce lien n’est pas valide",
             "Le lien suivi est incomplet ou a été modifié. Ouvrez-le tel que vous l’avez reçu, \
              ou demandez-en un nouveau.",

@@ -1,24 +1,12 @@
 // The admin console. It signs in with an API key and secret (POST /v1/sessions), keeps the
 // session token in memory only, and does everything else through the public API.
 
+import { el } from "./dom.js";
+
 const session = { token: null, organization: null, timer: null };
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-/** Creates an element with attributes and children. */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v === true) node.setAttribute(k, "");
-    else node.setAttribute(k, v);
-  }
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
-  return node;
-}
 
 /** A date as the reader's locale shows it, in UTC. */
 function when(iso) {

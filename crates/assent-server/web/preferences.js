@@ -3,6 +3,8 @@
 // user's current status and saves changes as one consent event, both through the public API
 // with that token.
 
+import { el } from "./dom.js";
+
 const TEXTS = {
   en: {
     loading: "Loading your choices…",
@@ -62,19 +64,6 @@ function pick(texts, fallback) {
     if (loose) return texts[loose];
   }
   return keys.length ? texts[keys[0]] : fallback;
-}
-
-/** Creates an element with attributes and children. */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "text") node.textContent = v;
-    else if (v === true) node.setAttribute(k, "");
-    else node.setAttribute(k, v);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
 }
 
 /** Calls the API with the end user's token. */
@@ -305,6 +294,15 @@ function applyLook(look) {
   }
 }
 
+/** The user's status as the server holds it (empty for a user without events yet). */
+async function readStatus() {
+  const path = `/v1/consents/users/${encodeURIComponent(config.organization_user_id)}`;
+  const { status: code, data } = await api("GET", `${path}?%24by_organization_user_id=true`);
+  if (code === 200) return data.consents ?? {};
+  if (code === 404) return {};
+  throw Object.assign(new Error(`HTTP ${code}`), { expired: code === 401 });
+}
+
 async function load() {
   applyLook(config.look);
   document.documentElement.lang = uiLanguage;
@@ -313,15 +311,11 @@ async function load() {
   save.textContent = t.save;
   document.getElementById("unsaved").textContent = t.unsaved;
 
-  let status = {};
+  let status;
   try {
-    const path = `/v1/consents/users/${encodeURIComponent(config.organization_user_id)}`;
-    const { status: code, data } = await api("GET", `${path}?%24by_organization_user_id=true`);
-    if (code === 200) status = data.consents ?? {};
-    else if (code === 401) return fail(t.expired);
-    else if (code !== 404) return fail(t.loadFailed);
-  } catch {
-    return fail(t.loadFailed);
+    status = await readStatus();
+  } catch (err) {
+    return fail(err.expired ? t.expired : t.loadFailed);
   }
   baseline = choicesOf(status);
   purposes = purposesToShow(status);
@@ -347,7 +341,8 @@ async function load() {
       };
       const { status: code, data } = await api("POST", "/v1/consents/events", event);
       if (code === 200) {
-        baseline = choicesOf({ purposes: mergeSaved(data?.consents?.purposes ?? []) });
+        // The page now shows what the server holds: the event carried exactly the differences.
+        baseline = currentChoices();
         for (const toggle of form.querySelectorAll('input[role="switch"]')) delete toggle.dataset.touched;
         const when = new Date(data.created_at).toLocaleString(uiLanguage);
         showNotice("ok", `${t.saved} (${when})`);
@@ -365,35 +360,6 @@ async function load() {
       refreshUnsaved();
     }
   });
-}
-
-/** The baseline after a save: what was there, with the saved purposes laid over it. */
-function mergeSaved(saved) {
-  const merged = [];
-  for (const [id, c] of baseline) {
-    merged.push({
-      id,
-      enabled: c.enabled,
-      values: Object.fromEntries(Object.entries(c.values).map(([k, v]) => [k, { value: [...v].join(",") }])),
-      channels: Object.entries(c.channels).map(([cid, enabled]) => ({ id: cid, enabled })),
-    });
-  }
-  for (const p of saved) {
-    const at = merged.findIndex((m) => m.id === p.id);
-    const before = at >= 0 ? merged[at] : { id: p.id, enabled: null, values: {}, channels: [] };
-    const after = {
-      id: p.id,
-      enabled: p.enabled ?? before.enabled,
-      values: { ...before.values, ...(p.values ?? {}) },
-      channels: [
-        ...before.channels.filter((c) => !(p.channels ?? []).some((n) => n.id === c.id)),
-        ...(p.channels ?? []),
-      ],
-    };
-    if (at >= 0) merged[at] = after;
-    else merged.push(after);
-  }
-  return merged;
 }
 
 load();

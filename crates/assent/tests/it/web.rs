@@ -381,6 +381,7 @@ async fn page_assets_are_served_with_types_and_revalidated_by_etag() {
         ("assent.css", "text/css; charset=utf-8"),
         ("preferences.js", "text/javascript; charset=utf-8"),
         ("console.js", "text/javascript; charset=utf-8"),
+        ("dom.js", "text/javascript; charset=utf-8"),
     ] {
         let url = format!("{}/assets/{name}", server.base);
         let res = server.http.get(&url).send().await.unwrap();
