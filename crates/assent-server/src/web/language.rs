@@ -57,14 +57,10 @@ pub fn first(languages: &[String]) -> &str {
     languages.first().map_or("en", String::as_str)
 }
 
-/// A BCP 47 language tag of the usual form: 2 or 3 letters, then subtags of 1 to 8 letters
-/// or digits (`en`, `fr-CA`, `zh-Hant-TW`).
+/// A language tag as the purpose registry takes them (`en`, `fr-CA`, `zh-Hant-TW`), in any
+/// case: tags are case-insensitive.
 fn is_language_tag(tag: &str) -> bool {
-    let mut parts = tag.split('-');
-    let primary = parts.next().unwrap_or_default();
-    (2..=3).contains(&primary.len())
-        && primary.bytes().all(|b| b.is_ascii_alphabetic())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+    assent_model::purpose::check_language(&tag.to_ascii_lowercase()).is_ok()
 }
 
 #[cfg(test)]
