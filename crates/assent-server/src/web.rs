@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::auth::TokenProblem;
 use crate::routes::settings::LookView;
 use assent_model::OrganizationId;
+use assent_model::purpose::PurposeView;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -92,11 +93,7 @@ async fn preference_center(
         return Err(LinkProblem::Revoked);
     }
     let (look, purposes) = page_content(state, &org).await?;
-    let title = look
-        .get("title")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let title = look.title.clone();
     let config = json!({
         "organization_id": org.as_str(),
         "organization_user_id": grant.organization_user_id,
@@ -115,7 +112,7 @@ async fn preference_center(
 async fn page_content(
     state: &AppState,
     org: &OrganizationId,
-) -> Result<(Value, Value), LinkProblem> {
+) -> Result<(LookView, Vec<PurposeView>), LinkProblem> {
     let (look, purposes) = tokio::try_join!(
         state.store.get_preference_center(org),
         state.store.list_purposes(org),
@@ -124,11 +121,10 @@ async fn page_content(
         tracing::error!(error = %e, "preference center: reading the look and purposes failed");
         LinkProblem::Unavailable
     })?;
-    let look = LookView::of(org.as_str(), look);
-    let purposes: Vec<_> = purposes.iter().map(|p| p.view(org.as_str())).collect();
-    let look = serde_json::to_value(look).map_err(|_| LinkProblem::Unavailable)?;
-    let purposes = serde_json::to_value(purposes).map_err(|_| LinkProblem::Unavailable)?;
-    Ok((look, purposes))
+    Ok((
+        LookView::of(org.as_str(), look),
+        purposes.iter().map(|p| p.view(org.as_str())).collect(),
+    ))
 }
 
 async fn console() -> Response {
