@@ -144,19 +144,35 @@ pub fn read_file(
 
 /// A stable event id for a row that has none: the same file, position and content always give
 /// the same id, so an interrupted import run again creates nothing twice.
+///
+/// The id is a UUIDv8 laid out so that the ids of one file grow with the record number: 48
+/// bits of the file name's hash, then the record number (40 bits), then 34 bits of the hash of
+/// the file name, record and content. The server keeps event ids in a B-tree, so ids that grow
+/// are appended at one place instead of landing on a random page each (random ids import at
+/// about half the speed), while a changed row still gets a different id.
 pub fn derived_id(file: &str, record: u64, content: &[u8]) -> String {
     let name = Path::new(file)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let name_hash = Sha256::digest(name.as_bytes());
     let mut hash = Sha256::new();
     hash.update(name.as_bytes());
     hash.update([0]);
     hash.update(record.to_be_bytes());
     hash.update(content);
-    let digest = hash.finalize();
+    let content_hash = hash.finalize();
+    // Version (4 bits, byte 6) and variant (2 bits, byte 8) are set by `new_v8` and skipped.
+    let r = record & ((1 << 40) - 1);
     let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
+    bytes[..6].copy_from_slice(&name_hash[..6]);
+    bytes[6] = (r >> 36) as u8 & 0x0f;
+    bytes[7] = (r >> 28) as u8;
+    bytes[8] = (r >> 22) as u8 & 0x3f;
+    bytes[9] = (r >> 14) as u8;
+    bytes[10] = (r >> 6) as u8;
+    bytes[11] = ((r as u8 & 0x3f) << 2) | (content_hash[0] & 0x03);
+    bytes[12..].copy_from_slice(&content_hash[1..5]);
     uuid::Uuid::new_v8(bytes).to_string()
 }
 
@@ -520,6 +536,34 @@ mod tests {
         );
         assert_ne!(a, derived_id("/x/h.ndjson", 4, b"{}"));
         assert_ne!(a, derived_id("/x/h.ndjson", 3, b"{ }"));
+    }
+
+    #[test]
+    fn derived_ids_of_a_file_grow_with_the_record() {
+        let ids: Vec<String> = [
+            1,
+            2,
+            63,
+            64,
+            65,
+            1 << 14,
+            1 << 22,
+            1 << 28,
+            1 << 36,
+            (1 << 40) - 1,
+        ]
+        .iter()
+        .map(|r| derived_id("h.ndjson", *r, format!("row {r}").as_bytes()))
+        .collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+        }
+        for id in &ids {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 8, "{id}");
+        }
+        let other = derived_id("other.ndjson", 2, b"row 2");
+        assert_ne!(ids[1][..13], other[..13], "another file starts elsewhere");
     }
 
     #[test]
