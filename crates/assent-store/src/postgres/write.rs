@@ -539,8 +539,7 @@ async fn append_tx(
                 "INSERT INTO events (org_id, user_key, seq, id, created_at, updated_at, status, regulation, body)
                  SELECT $1, t.k, t.s, t.i, t.c, $2, t.st, t.r, t.b
                  FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::smallint[],
-                             $8::text[], $9::bytea[]) AS t(k, s, i, c, st, r, b)
-                 ON CONFLICT (org_id, id) DO NOTHING",
+                             $8::text[], $9::bytea[]) AS t(k, s, i, c, st, r, b)",
             )
             .await?;
         let inserted = tx
