@@ -290,15 +290,20 @@ async function userPage(id) {
   const statuses = el("div", { class: "grid", id: "statuses" });
   const at = el("input", { type: "datetime-local", id: "status-at", step: "1" });
   const caption = el("p", { class: "muted", id: "status-caption" });
+  // The caption changes with the tables it describes, once they arrived; an answer that a
+  // later choice of instant overtook is dropped.
+  let shown = 0;
   const showStatuses = async (instant) => {
-    caption.textContent = instant ? `As it stood at ${when(instant)}.` : "As it stands now.";
+    const ticket = ++shown;
     const panels = await Promise.all(regulations.map(async (regulation) => {
       const answer = await api("GET", `/v1/consents/users/${encodeURIComponent(user.id)}`, { regulation, at: instant });
       const body = answer.ok ? statusTable(answer.data.consents ?? {}) : notice("bad", problem(answer));
       return el("section", { class: "panel", "data-regulation": regulation },
         el("h3", { text: regulation.toUpperCase() }), body);
     }));
+    if (ticket !== shown) return;
     statuses.replaceChildren(...panels);
+    caption.textContent = instant ? `As it stood at ${when(instant)}.` : "As it stands now.";
   };
   const atForm = el("form", {
     class: "inline",
