@@ -1,15 +1,15 @@
 //! The folder: folds pending events into their users' rows in bulk. Every node runs one; they
 //! take disjoint users (`FOR UPDATE … SKIP LOCKED`), so adding nodes adds folders.
 
-use super::db;
 use super::read::{self, USER_COLUMNS};
+use super::{checkout, db};
 use crate::StoreError;
 use assent_model::OrganizationId;
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most users folded in one transaction.
 const USERS_PER_FOLD: i64 = 2_000;
@@ -33,7 +33,7 @@ const VACUUM_EVERY: Duration = Duration::from_secs(1);
 /// (`SKIP_LOCKED`: if another node's folder is already vacuuming it, this one goes on).
 pub async fn run(pool: Pool, stop: Arc<AtomicBool>) {
     let mut deleted = 0;
-    let mut vacuumed = std::time::Instant::now();
+    let mut vacuumed = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let folded = fold_some(&pool).await;
         if let Ok((_, rows)) = folded {
@@ -41,7 +41,7 @@ pub async fn run(pool: Pool, stop: Arc<AtomicBool>) {
         }
         if deleted >= VACUUM_AFTER_ROWS && vacuumed.elapsed() >= VACUUM_EVERY {
             deleted = 0;
-            vacuumed = std::time::Instant::now();
+            vacuumed = Instant::now();
             if let Err(e) = vacuum(&pool).await {
                 tracing::warn!(error = %e, "vacuuming pending folds failed");
             }
@@ -59,11 +59,8 @@ pub async fn run(pool: Pool, stop: Arc<AtomicBool>) {
 
 /// Reclaims the dead rows of `pending_folds` (outside any transaction, as VACUUM must be).
 async fn vacuum(pool: &Pool) -> Result<(), StoreError> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("no database connection available: {e}")))?;
-    client
+    checkout(pool)
+        .await?
         .batch_execute("VACUUM (SKIP_LOCKED) pending_folds")
         .await
         .map_err(db)
@@ -72,10 +69,7 @@ async fn vacuum(pool: &Pool) -> Result<(), StoreError> {
 /// Folds the pending events of up to [`USERS_PER_FOLD`] users; returns how many users, and
 /// how many pending rows it folded and deleted.
 pub async fn fold_some(pool: &Pool) -> Result<(usize, usize), StoreError> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("no database connection available: {e}")))?;
+    let mut client = checkout(pool).await?;
     let tx = client.transaction().await.map_err(db)?;
     // Every lookup is a `LATERAL … LIMIT 1` index probe, whatever the planner believes of the
     // tables' sizes (statistics lag behind a queue that fills and empties all the time).

@@ -193,11 +193,15 @@ impl PgStore {
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("no database connection available: {e}")))
+        checkout(&self.pool).await
     }
+}
+
+/// A connection from `pool`, or 503 when none frees up in time.
+pub(crate) async fn checkout(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("no database connection available: {e}")))
 }
 
 fn unknown_user(user: &UserSelector) -> StoreError {

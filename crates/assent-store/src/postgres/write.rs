@@ -542,25 +542,23 @@ async fn append_tx(
                              $8::text[], $9::bytea[]) AS t(k, s, i, c, st, r, b)",
             )
             .await?;
-        let inserted = tx
-            .execute(
-                &stmt,
-                &[
-                    &org.as_str(),
-                    &now.millis(),
-                    &keys,
-                    &seqs,
-                    &id_text,
-                    &created_at,
-                    &statuses,
-                    &regulations,
-                    &bodies,
-                ],
-            )
-            .await?;
-        if inserted as usize != fresh.len() {
-            return Err(TxError::Retry); // an id was stored by another node meanwhile
-        }
+        // An id another node stored meanwhile fails this INSERT with a unique violation,
+        // which runs the request again (`TxError::Retry`): it then answers with that event.
+        tx.execute(
+            &stmt,
+            &[
+                &org.as_str(),
+                &now.millis(),
+                &keys,
+                &seqs,
+                &id_text,
+                &created_at,
+                &statuses,
+                &regulations,
+                &bodies,
+            ],
+        )
+        .await?;
         let (ref_keys, ref_ids): (Vec<i64>, Vec<&str>) = fresh
             .iter()
             .zip(&keys)
