@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 
 # NO_BUILD=1 uses the binaries already in target/release.
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p assent -p assent-bench >&2
-ASSENT=target/release/assent
-BENCH=target/release/assent-bench
+ASSENT=${ASSENT:-target/release/assent}   # another build to compare: ASSENT=/path/to/assent
+BENCH=${BENCH:-target/release/assent-bench}
 PORT=${PORT:-18080}
 URL="http://127.0.0.1:$PORT"
 WORK=${WORK:-$(mktemp -d /tmp/assent-bench.XXXXXX)}
