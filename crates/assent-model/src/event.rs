@@ -144,8 +144,9 @@ pub struct EventInput {
     pub status: EventStatus,
     /// The regulation of the event.
     pub regulation: Regulation,
-    /// The content.
-    pub body: EventBody,
+    /// The content (shared with the stored event it becomes, so that answering and folding
+    /// do not copy it).
+    pub body: Arc<EventBody>,
     /// The content as stored: compact JSON of `body`, made while parsing so that the writer
     /// does not have to.
     pub body_json: Vec<u8>,
@@ -293,7 +294,7 @@ impl EventInput {
             created_at,
             status,
             regulation,
-            body,
+            body: Arc::new(body),
             body_json,
             iab,
             tcf,
@@ -303,14 +304,14 @@ impl EventInput {
 
     /// Sets the event's TCF string (a generated one) and the stored form of its content.
     pub fn set_tcfcs(&mut self, tcfcs: String) {
-        self.body.consents.tcfcs = Some(tcfcs);
+        Arc::make_mut(&mut self.body).consents.tcfcs = Some(tcfcs);
         self.body_json = serde_json::to_vec(&self.body).unwrap_or_default();
     }
 
     /// Applies what a consent token grants to an event it creates: the token's user, event
     /// metadata, user metadata and delegate (the token's values win over the event's).
     pub fn apply_grant(&mut self, grant: &ConsentGrant) {
-        let body = &mut self.body;
+        let body = Arc::make_mut(&mut self.body);
         body.user.organization_user_id = Some(grant.organization_user_id.clone());
         if let Some(extra) = &grant.event_metadata {
             body.metadata
@@ -337,7 +338,7 @@ impl EventInput {
     /// edited is still the same event.
     pub fn same_content(&self, stored: &ConsentEvent) -> bool {
         let same_body = if self.tcf.is_some() && stored.body.consents.tcfcs.is_some() {
-            let mut sent = self.body.clone();
+            let mut sent = (*self.body).clone();
             sent.consents.tcfcs.clone_from(&stored.body.consents.tcfcs);
             sent.same_as_sent(&stored.body)
         } else {
@@ -1047,7 +1048,7 @@ mod tests {
             status: EventStatus::Confirmed,
             regulation: Regulation::default(),
             seq: 1,
-            body: Arc::new(generated.body.clone()),
+            body: generated.body.clone(),
         };
         assert!(input.same_content(&stored));
         let plain = parse_batch(
@@ -1069,7 +1070,7 @@ mod tests {
             "without the flag the string is content"
         );
         let mut other = input.clone();
-        other.body.consents.purposes[0].enabled = Some(false);
+        Arc::make_mut(&mut other.body).consents.purposes[0].enabled = Some(false);
         assert!(!other.same_content(&stored));
     }
 
@@ -1112,7 +1113,7 @@ mod tests {
             status: input.status,
             regulation: input.regulation,
             seq: 1,
-            body: Arc::new(input.body),
+            body: input.body,
         };
         let bare = ConsentEvent {
             body: Arc::new(EventBody::default()),
@@ -1142,7 +1143,7 @@ mod tests {
             status: input.status,
             regulation: input.regulation,
             seq: 1,
-            body: Arc::new(input.body),
+            body: input.body,
         };
         let view = serde_json::to_value(event.view()).unwrap();
         assert_eq!(serde_json::to_value(EventJson(&event)).unwrap(), view);
@@ -1173,7 +1174,7 @@ mod tests {
             status: EventStatus::Confirmed,
             regulation: Regulation::default(),
             seq: 1,
-            body: Arc::new(input.body),
+            body: input.body,
         };
         let patch = EventPatch::parse(&json!({"consents": {"purposes": [
             {"id": "p", "enabled": false}]}}))

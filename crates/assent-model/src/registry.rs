@@ -10,6 +10,7 @@ use crate::event::{EventInput, EventPatch};
 use crate::json::Path;
 use crate::purpose::Purpose;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// The versions of the registered purposes an event names: purpose id to version.
 pub type PurposeVersions = BTreeMap<String, u32>;
@@ -138,7 +139,7 @@ impl Registry {
             }
             let appended = event.body.purpose_versions.is_empty()
                 && append_versions(&mut event.body_json, &versions);
-            event.body.purpose_versions = versions;
+            Arc::make_mut(&mut event.body).purpose_versions = versions;
             if !appended {
                 event.body_json = serde_json::to_vec(&event.body).unwrap_or_default();
             }

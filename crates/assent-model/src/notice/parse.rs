@@ -128,7 +128,7 @@ pub fn parse(
         created_at,
         status: EventStatus::Confirmed,
         regulation: Regulation::parse(regulation.as_str()).unwrap_or_default(),
-        body,
+        body: body.into(),
         body_json,
         iab: None,
         tcf: None,
@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(record.events.len(), 4);
         assert_eq!(record.source.as_ref().unwrap().kind, Some(SourceType::Ios));
         let stored: EventBody = serde_json::from_slice(&input.body_json).unwrap();
-        assert_eq!(stored, input.body, "the stored form reads back whole");
+        assert_eq!(stored, *input.body, "the stored form reads back whole");
     }
 
     #[test]

@@ -169,7 +169,7 @@ mod tests {
             status: EventStatus::Confirmed,
             regulation: input.regulation,
             seq: 1,
-            body: Arc::new(input.body),
+            body: input.body,
         }
     }
 

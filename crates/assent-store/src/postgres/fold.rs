@@ -2,6 +2,7 @@
 //! take disjoint users (`FOR UPDATE … SKIP LOCKED`), so adding nodes adds folders.
 
 use super::read::{self, USER_COLUMNS};
+use super::recent::RecentEvents;
 use super::{checkout, db};
 use crate::StoreError;
 use assent_model::OrganizationId;
@@ -31,11 +32,11 @@ const VACUUM_EVERY: Duration = Duration::from_secs(1);
 /// per second that is millions of dead rows, which made the folder's reads several times
 /// slower. So the folder vacuums the table itself once it has deleted enough rows
 /// (`SKIP_LOCKED`: if another node's folder is already vacuuming it, this one goes on).
-pub async fn run(pool: Pool, stop: Arc<AtomicBool>) {
+pub async fn run(pool: Pool, recent: RecentEvents, stop: Arc<AtomicBool>) {
     let mut deleted = 0;
     let mut vacuumed = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let folded = fold_some(&pool).await;
+        let folded = fold_some(&pool, &recent).await;
         if let Ok((_, rows)) = folded {
             deleted += rows;
         }
@@ -68,7 +69,7 @@ async fn vacuum(pool: &Pool) -> Result<(), StoreError> {
 
 /// Folds the pending events of up to [`USERS_PER_FOLD`] users; returns how many users, and
 /// how many pending rows it folded and deleted.
-pub async fn fold_some(pool: &Pool) -> Result<(usize, usize), StoreError> {
+pub async fn fold_some(pool: &Pool, recent: &RecentEvents) -> Result<(usize, usize), StoreError> {
     let mut client = checkout(pool).await?;
     let tx = client.transaction().await.map_err(db)?;
     // Every lookup is a `LATERAL … LIMIT 1` index probe, whatever the planner believes of the
@@ -107,28 +108,71 @@ pub async fn fold_some(pool: &Pool) -> Result<(usize, usize), StoreError> {
         .map(|u| u.record.organization_id.to_string())
         .collect();
     let keys: Vec<i64> = users.iter().map(|u| u.key).collect();
+    // The pending rows of those users; the events this node appended come from memory, the
+    // others are read back from `events`.
     let stmt = tx
         .prepare_cached(
-            "SELECT p.org_id, p.user_key, p.seq, e.created_at, e.regulation, e.body, e.updated_at,
-                    p.bump, p.ctid::text
+            "SELECT p.org_id, p.user_key, p.seq, p.bump, p.ctid::text
              FROM UNNEST($1::text[], $2::bigint[]) AS t(org_id, user_key)
              CROSS JOIN LATERAL (SELECT org_id, user_key, seq, bump, ctid FROM pending_folds
-                 WHERE org_id = t.org_id AND user_key = t.user_key OFFSET 0) p
-             CROSS JOIN LATERAL (SELECT created_at, regulation, body, updated_at FROM events
-                 WHERE org_id = p.org_id AND user_key = p.user_key AND seq = p.seq LIMIT 1) e",
+                 WHERE org_id = t.org_id AND user_key = t.user_key OFFSET 0) p",
         )
         .await
         .map_err(db)?;
     let pending = tx.query(&stmt, &[&orgs, &keys]).await.map_err(db)?;
     let mut folded: Vec<&str> = Vec::with_capacity(pending.len());
+    let mut from_memory: Vec<i64> = Vec::with_capacity(pending.len());
+    let mut unread: (Vec<&str>, Vec<i64>, Vec<i64>, Vec<i16>) = Default::default();
     for row in &pending {
         let org_text: &str = row.get(0);
         let key: i64 = row.get(1);
+        let seq: i64 = row.get(2);
+        let bump: i16 = row.get(3);
         let Some(&i) = index.get(&(org_text.to_owned(), key)) else {
             continue;
         };
-        read::apply_pending(&mut users[i], row, 2)?;
-        folded.push(row.get(8));
+        match recent.get(org_text, key, seq) {
+            Some(event) => {
+                let user = &mut users[i].record;
+                user.state
+                    .apply(event.regulation(), event.body(), event.stamp());
+                user.version += i64::from(bump);
+                user.updated_at = user.updated_at.max(event.updated_at());
+                from_memory.push(seq);
+            }
+            None => {
+                unread.0.push(org_text);
+                unread.1.push(key);
+                unread.2.push(seq);
+                unread.3.push(bump);
+            }
+        }
+        folded.push(row.get(4));
+    }
+    if !unread.0.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "SELECT t.org_id, t.user_key, t.seq, e.created_at, e.regulation, e.body,
+                        e.updated_at, t.bump
+                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::smallint[])
+                     AS t(org_id, user_key, seq, bump)
+                 CROSS JOIN LATERAL (SELECT created_at, regulation, body, updated_at FROM events
+                     WHERE org_id = t.org_id AND user_key = t.user_key AND seq = t.seq
+                     LIMIT 1) e",
+            )
+            .await
+            .map_err(db)?;
+        let rows = tx
+            .query(&stmt, &[&unread.0, &unread.1, &unread.2, &unread.3])
+            .await
+            .map_err(db)?;
+        for row in &rows {
+            let org_text: &str = row.get(0);
+            let key: i64 = row.get(1);
+            if let Some(&i) = index.get(&(org_text.to_owned(), key)) {
+                read::apply_pending(&mut users[i], row, 2)?;
+            }
+        }
     }
     let states = users
         .iter()
@@ -155,5 +199,6 @@ pub async fn fold_some(pool: &Pool) -> Result<(usize, usize), StoreError> {
     .await
     .map_err(db)?;
     tx.commit().await.map_err(db)?;
+    recent.forget(&from_memory);
     Ok((users.len(), folded.len()))
 }

@@ -13,6 +13,7 @@ mod exports;
 mod fold;
 mod outbox;
 mod read;
+mod recent;
 mod registry;
 mod schema;
 mod write;
@@ -62,6 +63,8 @@ pub struct PgStore {
     subscriptions: outbox::Subscriptions,
     /// Stops this node's folder.
     folder: Option<Arc<AtomicBool>>,
+    /// Events this node appended and its folder has not folded yet.
+    recent: recent::RecentEvents,
 }
 
 /// Turns a PostgreSQL failure into a store failure.
@@ -132,7 +135,11 @@ impl PgStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let stop = Arc::new(AtomicBool::new(false));
-        tokio::spawn(fold::run(store.pool.clone(), stop.clone()));
+        tokio::spawn(fold::run(
+            store.pool.clone(),
+            store.recent.clone(),
+            stop.clone(),
+        ));
         store.folder = Some(stop);
         Ok(store)
     }
@@ -169,6 +176,7 @@ impl PgStore {
             pool,
             subscriptions: outbox::Subscriptions::default(),
             folder: None,
+            recent: recent::RecentEvents::default(),
         })
     }
 
@@ -477,7 +485,15 @@ impl Store for PgStore {
     ) -> Result<Vec<ConsentEvent>, StoreError> {
         let mut client = self.client().await?;
         let mask = self.mask(&client, org, &options).await?;
-        write::append(&mut client, org, events, mask, options.origin.as_deref()).await
+        write::append(
+            &mut client,
+            org,
+            events,
+            mask,
+            options.origin.as_deref(),
+            &self.recent,
+        )
+        .await
     }
 
     async fn get_event(

@@ -5,6 +5,7 @@ use super::admin;
 use super::db;
 use super::outbox::{USER_CHANGES, announce};
 use super::read::{self, PgUser};
+use super::recent::RecentEvents;
 use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
 use assent_model::integration::Change;
@@ -19,7 +20,6 @@ use assent_model::{
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
@@ -260,16 +260,20 @@ pub async fn append(
     events: Vec<EventInput>,
     mask: u8,
     origin: Option<&str>,
+    recent: &RecentEvents,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
     let now = Timestamp::now();
-    let (stored, written) =
+    let (stored, written, pending) =
         transaction!(client, |tx| append_tx(&tx, org, &events, now, mask, origin)
             .await)?;
+    // Committed: this node's folder may fold them from memory.
+    recent.remember(org.as_str(), &pending, &stored);
     metrics::counter!("assent_events_written_total").increment(written);
     Ok(stored)
 }
 
-/// Appends in one transaction; returns the answer and how many events were new.
+/// Appends in one transaction; returns the answer, how many events were new, and the user
+/// key and arrival number of each event left for the folder.
 async fn append_tx(
     tx: &Transaction<'_>,
     org: &OrganizationId,
@@ -277,7 +281,7 @@ async fn append_tx(
     now: Timestamp,
     mask: u8,
     origin: Option<&str>,
-) -> Result<(Vec<ConsentEvent>, u64), TxError> {
+) -> Result<(Vec<ConsentEvent>, u64, Vec<(i64, i64)>), TxError> {
     // Before anything is read: an erasure that committed before this point is seen by every
     // read below, and one that has not started waits until this request commits.
     erasure_guard(tx, org, false).await?;
@@ -523,7 +527,7 @@ async fn append_tx(
             status: input.status,
             regulation: input.regulation.clone(),
             seq: seqs[i],
-            body: Arc::new(input.body.clone()),
+            body: input.body.clone(),
         })
         .collect();
     if !fresh.is_empty() {
@@ -584,7 +588,11 @@ async fn append_tx(
                 changes.extend(folded);
                 announce(tx, org, mask, &changes, now, origin).await?;
             }
-            return Ok((answer_of(events, &stored, made), fresh.len() as u64));
+            return Ok((
+                answer_of(events, &stored, made),
+                fresh.len() as u64,
+                Vec::new(),
+            ));
         }
         if mask != 0 {
             let changes: Vec<(i64, Change)> = made
@@ -614,9 +622,19 @@ async fn append_tx(
             tx.execute(&stmt, &[&org.as_str(), &fold_keys, &fold_seqs, &fold_bumps])
                 .await?;
         }
+        let pending = fold_keys.into_iter().zip(fold_seqs).collect();
+        return Ok((
+            answer_of(events, &stored, made),
+            fresh.len() as u64,
+            pending,
+        ));
     }
 
-    Ok((answer_of(events, &stored, made), fresh.len() as u64))
+    Ok((
+        answer_of(events, &stored, made),
+        fresh.len() as u64,
+        Vec::new(),
+    ))
 }
 
 /// The answer of an append, in input order: stored events for replays, new ones otherwise.

@@ -1294,7 +1294,7 @@ impl Writer {
                 at: created_at.millis(),
                 seq,
             };
-            let body = Arc::new(input.body);
+            let body = input.body;
             let entry = fatal(self.entry(org, key))?;
             if confirmed {
                 entry.record.state.apply(&input.regulation, &body, stamp);
