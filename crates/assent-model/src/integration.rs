@@ -761,7 +761,24 @@ impl Change {
         new: &UserRecord,
         source: Option<&ConsentEvent>,
     ) -> Change {
-        let regulation = source.map(|e| e.regulation.clone()).unwrap_or_default();
+        let regulation = Change::regulation_of(source);
+        Change::user_changed_from(old.map(|u| u.view(&regulation)), new, source)
+    }
+
+    /// The regulation a user change is shown under: that of its source event, GDPR when there
+    /// is none.
+    pub fn regulation_of(source: Option<&ConsentEvent>) -> Regulation {
+        source.map(|e| e.regulation.clone()).unwrap_or_default()
+    }
+
+    /// [`Change::user_changed`] with the user before already shown (under
+    /// [`Change::regulation_of`] `source`), so that the caller need not keep a copy of it.
+    pub fn user_changed_from(
+        old: Option<UserView>,
+        new: &UserRecord,
+        source: Option<&ConsentEvent>,
+    ) -> Change {
+        let regulation = Change::regulation_of(source);
         message(
             if old.is_some() {
                 ChangeKind::UserUpdated
@@ -770,7 +787,7 @@ impl Change {
             },
             UserParameters {
                 source: source.map(ConsentEvent::view),
-                old_entity: old.map(|u| u.view(&regulation)),
+                old_entity: old,
                 new_entity: Some(new.view(&regulation)),
             },
         )

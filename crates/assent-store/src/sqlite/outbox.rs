@@ -75,9 +75,95 @@ pub fn subscriptions(conn: &Connection) -> Result<HashMap<i64, u8>, StoreError> 
     Ok(out)
 }
 
-/// The number of the last change ever put in the outbox.
+/// Bits of a change number that give the change's place in its outbox row: change number =
+/// row number << `PLACE_BITS` | place. Numbers keep the order in which changes were made.
+pub const PLACE_BITS: u32 = 10;
+/// Most changes in one outbox row.
+pub const CHANGES_PER_ROW: usize = 1 << PLACE_BITS;
+
+/// The number of change `place` of outbox row `row`.
+pub fn change_number(row: i64, place: usize) -> i64 {
+    (row << PLACE_BITS) | place as i64
+}
+
+/// The outbox row of a change number.
+pub fn row_of(change: i64) -> i64 {
+    change >> PLACE_BITS
+}
+
+/// A change as put in the outbox by one command, waiting for the command to succeed.
+#[derive(Debug)]
+pub struct NewChange {
+    /// Organization.
+    pub org_key: i64,
+    /// The user the change is about.
+    pub user_key: i64,
+    /// The change.
+    pub change: Change,
+    /// The integration the change came from (inbound), which must not get it back.
+    pub origin: Option<String>,
+}
+
+/// What an outbox row says of each of its changes, without its bodies: user, kind and body
+/// length, 13 bytes each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Head {
+    /// The user the change is about.
+    pub user_key: i64,
+    /// What happened.
+    pub kind: i64,
+    /// Length of its body in the row's uncompressed bodies.
+    pub len: u32,
+}
+
+const HEAD_BYTES: usize = 13;
+
+/// Encodes heads.
+pub fn encode_heads(heads: &[Head]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(heads.len() * HEAD_BYTES);
+    for h in heads {
+        out.extend_from_slice(&h.user_key.to_le_bytes());
+        out.push(h.kind as u8);
+        out.extend_from_slice(&h.len.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes heads.
+pub fn decode_heads(bytes: &[u8]) -> Result<Vec<Head>, StoreError> {
+    if !bytes.len().is_multiple_of(HEAD_BYTES) {
+        return Err(StoreError::Internal("outbox heads are cut short".into()));
+    }
+    Ok(bytes
+        .chunks_exact(HEAD_BYTES)
+        .map(|c| Head {
+            user_key: i64::from_le_bytes(c[0..8].try_into().expect("8 bytes")),
+            kind: i64::from(c[8]),
+            len: u32::from_le_bytes(c[9..13].try_into().expect("4 bytes")),
+        })
+        .collect())
+}
+
+/// The bodies of an outbox row, uncompressed, split by its heads.
+pub fn split_bodies(heads: &[Head], compressed: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let all = lz4_flex::decompress_size_prepended(compressed)
+        .map_err(|e| StoreError::Internal(format!("outbox bodies: {e}")))?;
+    let mut out = Vec::with_capacity(heads.len());
+    let mut at = 0usize;
+    for h in heads {
+        let end = at + h.len as usize;
+        let body = all
+            .get(at..end)
+            .ok_or_else(|| StoreError::Internal("outbox bodies are cut short".into()))?;
+        out.push(body.to_vec());
+        at = end;
+    }
+    Ok(out)
+}
+
+/// The number of the last change ever put in the outbox (the last place of the last row).
 pub fn last_change(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn
+    let row: i64 = conn
         .query_row(
             "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
             [],
@@ -85,34 +171,54 @@ pub fn last_change(conn: &Connection) -> Result<i64, StoreError> {
         )
         .optional()
         .map_err(db)?
-        .unwrap_or(0))
+        .unwrap_or(0);
+    Ok(change_number(row, CHANGES_PER_ROW - 1))
 }
 
-/// Puts a change in the outbox; returns its number.
-pub fn insert_change(
+/// Puts the changes of one command in the outbox, in order: one row per organization and
+/// origin for up to [`CHANGES_PER_ROW`] changes, their bodies compressed together (a user's
+/// change before and after, and the event it names, repeat one another).
+pub fn insert_changes(
     conn: &Connection,
-    org_key: i64,
-    user_key: i64,
-    change: &Change,
+    changes: &[NewChange],
     now: Timestamp,
-    origin: Option<&str>,
-) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO outbox (org_key, user_key, kind, created_at, body, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            org_key,
-            user_key,
-            change.kind.code(),
-            now.millis(),
-            lz4_flex::compress_prepend_size(&change.body),
-            origin
-        ])
-    })
-    .map_err(db)?;
-    Ok(conn.last_insert_rowid())
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO outbox (org_key, created_at, origin, heads, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db)?;
+    let mut rest = changes;
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take(CHANGES_PER_ROW)
+            .take_while(|c| c.org_key == first.org_key && c.origin == first.origin)
+            .count();
+        let (row, after) = rest.split_at(n);
+        rest = after;
+        let mut heads = Vec::with_capacity(row.len());
+        let mut bodies = Vec::with_capacity(row.iter().map(|c| c.change.body.len()).sum());
+        for c in row {
+            heads.push(Head {
+                user_key: c.user_key,
+                kind: c.change.kind.code(),
+                len: c.change.body.len() as u32,
+            });
+            bodies.extend_from_slice(&c.change.body);
+        }
+        insert
+            .execute(params![
+                first.org_key,
+                now.millis(),
+                first.origin,
+                encode_heads(&heads),
+                lz4_flex::compress_prepend_size(&bodies)
+            ])
+            .map_err(db)?;
+    }
+    Ok(())
 }
 
 /// One integration of an organization.
@@ -255,8 +361,8 @@ pub fn fan_in(
     }
     let mut select = conn
         .prepare_cached(
-            "SELECT seq, user_key, kind, created_at, origin FROM outbox
-             WHERE org_key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, created_at, origin, heads FROM outbox
+             WHERE org_key = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )
         .map_err(db)?;
     let mut insert = conn
@@ -267,32 +373,49 @@ pub fn fan_in(
         )
         .map_err(db)?;
     let mut rows = select
-        .query(params![org_key, rec.cursor, limit as i64])
+        .query(params![org_key, row_of(rec.cursor + 1), limit as i64])
         .map_err(db)?;
     let mut cursor = rec.cursor;
-    while let Some(row) = rows.next().map_err(db)? {
+    let mut taken = 0;
+    'rows: while let Some(row) = rows.next().map_err(db)? {
         let seq: i64 = row.get(0).map_err(db)?;
-        cursor = seq;
-        let kind = ChangeKind::from_code(row.get(2).map_err(db)?);
-        if !kind.is_some_and(|k| rec.integration.wants(k)) {
-            continue;
-        }
+        let created_at: i64 = row.get(1).map_err(db)?;
         // No echo: a change that came from this integration does not go back to it.
-        let origin: Option<String> = row.get(4).map_err(db)?;
-        if origin.as_deref() == Some(rec.integration.id.as_str()) {
-            continue;
+        let origin: Option<String> = row.get(2).map_err(db)?;
+        let echo = origin.as_deref() == Some(rec.integration.id.as_str());
+        let heads = decode_heads(
+            row.get_ref(3)
+                .map_err(db)?
+                .as_blob()
+                .map_err(|e| StoreError::Internal(format!("outbox row {seq}: {e}")))?,
+        )?;
+        for (place, head) in heads.iter().enumerate() {
+            let number = change_number(seq, place);
+            if number <= cursor {
+                continue;
+            }
+            if taken == limit {
+                break 'rows;
+            }
+            cursor = number;
+            let kind = ChangeKind::from_code(head.kind);
+            if echo || !kind.is_some_and(|k| rec.integration.wants(k)) {
+                continue;
+            }
+            insert
+                .execute(params![
+                    rec.key,
+                    number,
+                    uuid::Uuid::now_v7().to_string(),
+                    head.user_key,
+                    head.kind,
+                    created_at
+                ])
+                .map_err(db)?;
+            taken += 1;
         }
-        let created_at: i64 = row.get(3).map_err(db)?;
-        insert
-            .execute(params![
-                rec.key,
-                seq,
-                uuid::Uuid::now_v7().to_string(),
-                row.get::<_, i64>(1).map_err(db)?,
-                row.get::<_, i64>(2).map_err(db)?,
-                created_at
-            ])
-            .map_err(db)?;
+        // The row is done: later rows start after its last place.
+        cursor = change_number(seq, CHANGES_PER_ROW - 1);
     }
     if cursor != rec.cursor {
         conn.prepare_cached("UPDATE integrations SET cursor = ?1 WHERE integration_key = ?2")
@@ -309,13 +432,13 @@ pub fn due(
     rec: &IntegrationRecord,
     now: Timestamp,
     limit: usize,
-    taken: impl Fn(i64) -> bool,
+    taken_now: impl Fn(i64) -> bool,
 ) -> Result<Vec<(i64, DueDelivery)>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT d.seq, d.id, d.kind, d.status, d.next_at, d.attempts, d.created_at,
-                    d.updated_at, o.body
-             FROM deliveries d INDEXED BY deliveries_open JOIN outbox o ON o.seq = d.seq
+                    d.updated_at
+             FROM deliveries d INDEXED BY deliveries_open
              WHERE d.integration_key = ?1 AND d.status < 2 AND d.next_at <= ?2
                AND NOT EXISTS (SELECT 1 FROM deliveries e INDEXED BY deliveries_open_by_user
                    WHERE e.integration_key = d.integration_key AND e.user_key = d.user_key
@@ -327,29 +450,44 @@ pub fn due(
         .query(params![rec.key, now.millis(), (limit * 2 + 64) as i64])
         .map_err(db)?;
     let mut out = Vec::new();
+    let mut taken = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
         let seq: i64 = row.get(0).map_err(db)?;
-        if taken(seq) {
+        if taken_now(seq) {
             continue;
         }
-        let delivery = delivery_from(row, &rec.integration.id)?;
+        taken.push((seq, delivery_from(row, &rec.integration.id)?));
+        if taken.len() == limit {
+            break;
+        }
+    }
+    drop(rows);
+    // Each row's bodies are uncompressed once for all its deliveries taken here.
+    let mut body = conn
+        .prepare_cached("SELECT heads, body FROM outbox WHERE seq = ?1")
+        .map_err(db)?;
+    let mut bodies: HashMap<i64, Vec<Vec<u8>>> = HashMap::new();
+    for (seq, delivery) in taken {
+        let row = row_of(seq);
+        if let std::collections::hash_map::Entry::Vacant(slot) = bodies.entry(row) {
+            let (heads, compressed): (Vec<u8>, Vec<u8>) = body
+                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?;
+            slot.insert(split_bodies(&decode_heads(&heads)?, &compressed)?);
+        }
+        let place = (seq & (CHANGES_PER_ROW as i64 - 1)) as usize;
+        let change = bodies[&row]
+            .get(place)
+            .ok_or_else(|| StoreError::Internal(format!("change {seq} is not in the outbox")))?
+            .clone();
         out.push((
             seq,
             DueDelivery {
                 delivery,
                 organization_id: rec.integration.organization_id.clone(),
-                body: lz4_flex::decompress_size_prepended(
-                    row.get_ref(8)
-                        .map_err(db)?
-                        .as_blob()
-                        .map_err(|e| StoreError::Internal(e.to_string()))?,
-                )
-                .map_err(|e| StoreError::Internal(format!("change {seq}: {e}")))?,
+                body: change,
             },
         ));
-        if out.len() == limit {
-            break;
-        }
     }
     Ok(out)
 }
@@ -519,12 +657,125 @@ pub fn prune(conn: &Connection, before: Timestamp) -> Result<u64, StoreError> {
     let changes = conn
         .execute(
             "DELETE FROM outbox WHERE created_at < ?1
-               AND seq <= coalesce((SELECT min(cursor) FROM integrations i
+               AND ((seq << ?2) | ?3) <= coalesce((SELECT min(cursor) FROM integrations i
                                     WHERE i.org_key = outbox.org_key AND i.enabled = 1),
                                    9223372036854775807)
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = outbox.seq AND d.status <> 2)",
-            [before.millis()],
+               AND NOT EXISTS (SELECT 1 FROM deliveries d
+                   WHERE d.seq BETWEEN (outbox.seq << ?2) AND ((outbox.seq << ?2) | ?3)
+                     AND d.status <> 2)",
+            params![before.millis(), PLACE_BITS, CHANGES_PER_ROW as i64 - 1],
         )
         .map_err(db)?;
     Ok((deliveries + changes) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(kind: ChangeKind, n: usize) -> Change {
+        Change {
+            kind,
+            body: format!(r#"{{"n":{n}}}"#).into_bytes(),
+        }
+    }
+
+    /// A store with one webhook of organization 1 that wants event.created only.
+    fn store() -> (tempfile::TempDir, Connection, IntegrationRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("assent.db")).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let org = OrganizationId::parse("org").unwrap();
+        let integration = Integration::parse_new(
+            &json!({"type_id": "webhook-http", "event_types": ["event.created"],
+                    "properties": {"url": "https://example.com/h"}}),
+            &org,
+            Timestamp::from_millis(0),
+        )
+        .unwrap();
+        insert(&conn, 1, &integration, last_change(&conn).unwrap()).unwrap();
+        let rec = find(&conn, &org, 1, &integration.id).unwrap().unwrap();
+        (dir, conn, rec)
+    }
+
+    #[test]
+    fn a_command_over_a_row_s_size_takes_several_rows_in_order() {
+        let (_dir, conn, _) = store();
+        let changes: Vec<NewChange> = (0..CHANGES_PER_ROW + 3)
+            .map(|n| NewChange {
+                org_key: 1,
+                user_key: n as i64,
+                change: change(ChangeKind::EventCreated, n),
+                origin: None,
+            })
+            .collect();
+        insert_changes(&conn, &changes, Timestamp::from_millis(1)).unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT heads, body FROM outbox ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        let mut n = 0;
+        for (heads, body) in rows {
+            let heads = decode_heads(&heads).unwrap();
+            for (head, body) in heads.iter().zip(split_bodies(&heads, &body).unwrap()) {
+                assert_eq!(head.user_key, n as i64);
+                assert_eq!(body, change(ChangeKind::EventCreated, n).body);
+                n += 1;
+            }
+        }
+        assert_eq!(n, CHANGES_PER_ROW + 3);
+    }
+
+    #[test]
+    fn fan_in_stops_inside_a_row_and_goes_on_from_there_skipping_unwanted_kinds() {
+        let (_dir, conn, mut rec) = store();
+        // Row 1: created, updated, created; row 2 (another origin): created.
+        let kinds = [
+            (ChangeKind::EventCreated, None),
+            (ChangeKind::UserUpdated, None),
+            (ChangeKind::EventCreated, None),
+            (ChangeKind::EventCreated, Some("crm".to_owned())),
+        ];
+        let changes: Vec<NewChange> = kinds
+            .iter()
+            .enumerate()
+            .map(|(n, (kind, origin))| NewChange {
+                org_key: 1,
+                user_key: 9,
+                change: change(*kind, n),
+                origin: origin.clone(),
+            })
+            .collect();
+        insert_changes(&conn, &changes, Timestamp::from_millis(1)).unwrap();
+        let numbers = |conn: &Connection| -> Vec<i64> {
+            conn.prepare("SELECT seq FROM deliveries ORDER BY seq")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        rec.cursor = fan_in(&conn, &rec, 1, 1).unwrap();
+        assert_eq!(numbers(&conn), vec![change_number(1, 0)]);
+        assert_eq!(rec.cursor, change_number(1, 0));
+        rec.cursor = fan_in(&conn, &rec, 1, 5).unwrap();
+        assert_eq!(
+            numbers(&conn),
+            vec![
+                change_number(1, 0),
+                change_number(1, 2),
+                change_number(2, 0)
+            ]
+        );
+        assert_eq!(rec.cursor, change_number(2, CHANGES_PER_ROW - 1));
+        // The bodies come back by change number.
+        let due = due(&conn, &rec, Timestamp::from_millis(1), 10, |_| false).unwrap();
+        let bodies: Vec<Vec<u8>> = due.into_iter().map(|(_, d)| d.body).collect();
+        assert_eq!(bodies, vec![change(ChangeKind::EventCreated, 0).body]);
+    }
 }

@@ -32,13 +32,16 @@ use assent_model::integration::{
 };
 use assent_model::query::EventsQuery;
 use assent_model::tcf::generate_for_events;
-use assent_model::user::{NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve};
+use assent_model::user::{
+    NewUser, Resolution, UserPatch, UserRecord, UserSelector, UserView, resolve,
+};
 use assent_model::{
     ConsentEvent, EventBody, EventId, EventInput, EventStatus, OrganizationId, Regulation, Stamp,
     Timestamp, UserState,
 };
 use rusqlite::{Connection, params};
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -360,6 +363,9 @@ pub struct Writer {
     in_flight: HashMap<(i64, i64), Instant>,
     /// The integration the command being executed came from (its changes skip it).
     origin: Option<String>,
+    /// Changes the running command announced; they go to the outbox, in one row, once it
+    /// succeeds.
+    announced: RefCell<Vec<outbox::NewChange>>,
 }
 
 impl Writer {
@@ -389,6 +395,7 @@ impl Writer {
             subscriptions,
             in_flight: HashMap::new(),
             origin: None,
+            announced: RefCell::new(Vec::new()),
         })
     }
 
@@ -744,22 +751,19 @@ impl Writer {
         mask: u8,
         org_key: i64,
         user_key: i64,
-        now: Timestamp,
         change: impl FnOnce() -> Change,
         kind: ChangeKind,
     ) -> Result<(), StoreError> {
         if mask & kind.bit() == 0 {
             return Ok(());
         }
-        outbox::insert_change(
-            &self.conn,
+        self.announced.borrow_mut().push(outbox::NewChange {
             org_key,
             user_key,
-            &change(),
-            now,
-            self.origin.as_deref(),
-        )
-        .map(drop)
+            change: change(),
+            origin: self.origin.clone(),
+        });
+        Ok(())
     }
 
     fn run_command(
@@ -775,7 +779,17 @@ impl Writer {
             return Err(e);
         }
         let mut cmd = Cmd::default();
-        match self.execute(group, &mut cmd, command, now) {
+        let executed = self.execute(group, &mut cmd, command, now);
+        let announced = std::mem::take(&mut *self.announced.borrow_mut());
+        let executed = match executed {
+            Ok(reply) if !announced.is_empty() => {
+                outbox::insert_changes(&self.conn, &announced, now)
+                    .map(|()| reply)
+                    .map_err(Fail::Poison)
+            }
+            other => other,
+        };
+        match executed {
             Ok(reply) => {
                 if let Err(e) = self.step("RELEASE command") {
                     group.poisoned = true;
@@ -893,7 +907,7 @@ impl Writer {
                 user,
                 announce,
             } => self
-                .delete_user(group, cmd.announcing(announce), &org, &user, now)
+                .delete_user(group, cmd.announcing(announce), &org, &user)
                 .map(|u| Reply::User(Box::new(u))),
             Command::CreateIntegration(integration) => {
                 let org_key = self.org_key(cmd, &integration.organization_id)?;
@@ -1208,10 +1222,18 @@ impl Writer {
 
         // Phase 2: effects.
         let mask = self.announced(org_key, cmd.announce);
-        // Users as they were, for the announcements (None: created by this request).
-        let mut before: Vec<(i64, Option<UserRecord>)> = Vec::new();
+        // Users as they were, for the announcements (None: created by this request): their
+        // version, and how the change will show them (under the regulation of their last event
+        // in the request), taken now rather than as a copy of the whole user.
+        let mut before: Vec<(i64, Option<(i64, UserView)>)> = Vec::new();
         if mask & USER_CHANGES != 0 {
             let created: HashSet<i64> = cmd.created.iter().map(|e| e.key).collect();
+            let mut shown_under: HashMap<i64, &Regulation> = HashMap::new();
+            for plan in &plans {
+                if let Plan::New { key, input, .. } = plan {
+                    shown_under.insert(*key, &input.regulation);
+                }
+            }
             for plan in &plans {
                 if let Plan::New { key, .. } = plan
                     && !before.iter().any(|(k, _)| k == key)
@@ -1219,7 +1241,8 @@ impl Writer {
                     let old = if created.contains(key) {
                         None
                     } else {
-                        Some(fatal(self.entry(org, *key))?.record.clone())
+                        let record = &fatal(self.entry(org, *key))?.record;
+                        Some((record.version, record.view(shown_under[key])))
                     };
                     before.push((*key, old));
                 }
@@ -1321,7 +1344,7 @@ impl Writer {
             });
         }
         if mask != 0 {
-            fatal(self.announce_appended(mask, org_key, &made, &made_keys, before, now))?;
+            fatal(self.announce_appended(mask, org_key, &made, &made_keys, before))?;
         }
         let mut made = made.into_iter().map(Some).collect::<Vec<_>>();
         Ok(out
@@ -1340,15 +1363,13 @@ impl Writer {
         org_key: i64,
         made: &[ConsentEvent],
         keys: &[i64],
-        before: Vec<(i64, Option<UserRecord>)>,
-        now: Timestamp,
+        before: Vec<(i64, Option<(i64, UserView)>)>,
     ) -> Result<(), StoreError> {
         for (event, key) in made.iter().zip(keys) {
             self.announce(
                 mask,
                 org_key,
                 *key,
-                now,
                 || Change::event_created(event),
                 ChangeKind::EventCreated,
             )?;
@@ -1359,7 +1380,7 @@ impl Writer {
             };
             if old
                 .as_ref()
-                .is_some_and(|o| o.version == entry.record.version)
+                .is_some_and(|(version, _)| *version == entry.record.version)
             {
                 continue;
             }
@@ -1378,8 +1399,7 @@ impl Writer {
                 mask,
                 org_key,
                 key,
-                now,
-                || Change::user_changed(old.as_ref(), &entry.record, source),
+                || Change::user_changed_from(old.map(|(_, view)| view), &entry.record, source),
                 kind,
             )?;
         }
@@ -1394,7 +1414,6 @@ impl Writer {
         key: i64,
         old: Option<UserRecord>,
         source: Option<&ConsentEvent>,
-        now: Timestamp,
     ) -> Result<(), StoreError> {
         let (Some(old), Some(entry)) = (old, self.cache.get(key)) else {
             return Ok(());
@@ -1403,7 +1422,6 @@ impl Writer {
             mask,
             org_key,
             key,
-            now,
             || Change::user_changed(Some(&old), &entry.record, source),
             ChangeKind::UserUpdated,
         )
@@ -1538,11 +1556,10 @@ impl Writer {
             mask,
             org_key,
             row.user_key,
-            now,
             || Change::event_updated(&row.event, &event),
             ChangeKind::EventUpdated,
         ))?;
-        fatal(self.announce_user(mask, org_key, row.user_key, old_user, Some(&event), now))?;
+        fatal(self.announce_user(mask, org_key, row.user_key, old_user, Some(&event)))?;
         Ok(event)
     }
 
@@ -1599,12 +1616,11 @@ impl Writer {
                 mask,
                 org_key,
                 user_key,
-                now,
                 || Change::event_deleted(event),
                 ChangeKind::EventDeleted,
             )?;
         }
-        self.announce_user(mask, org_key, user_key, old_user, doomed.last(), now)
+        self.announce_user(mask, org_key, user_key, old_user, doomed.last())
     }
 
     /// Refolds a user from the events that remain and writes it through (phase 2).
@@ -1722,7 +1738,6 @@ impl Writer {
             self.announced(org_key, cmd.announce),
             org_key,
             key,
-            now,
             || Change::user_changed(None, &record, None),
             ChangeKind::UserCreated,
         ))?;
@@ -1818,7 +1833,7 @@ impl Writer {
         }
         self.changed(group, found.key, now, &mut HashSet::new());
         fatal(self.write_through(group, found.key))?;
-        fatal(self.announce_user(mask, org_key, found.key, old_user, None, now))?;
+        fatal(self.announce_user(mask, org_key, found.key, old_user, None))?;
         Ok(self.cache.get(found.key).expect("held").record.clone())
     }
 
@@ -1828,7 +1843,6 @@ impl Writer {
         cmd: &mut Cmd,
         org: &OrganizationId,
         user: &UserSelector,
-        now: Timestamp,
     ) -> Result<UserRecord, Fail> {
         let org_key = self.org_key(cmd, org)?;
         let found = self
@@ -1860,7 +1874,6 @@ impl Writer {
             self.announced(org_key, cmd.announce),
             org_key,
             found.key,
-            now,
             || Change::user_deleted(&record),
             ChangeKind::UserDeleted,
         ))?;
