@@ -17,8 +17,8 @@ use assent_store::Store;
 use assent_store::integrations::{AttemptResult, DueDelivery, Outcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+use tokio::sync::{oneshot, watch};
 
 /// How the worker behaves.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Delivered deliveries (and the changes they carried) are forgotten after this long.
     pub retention: Duration,
+    /// Whether the worker's threads run below the priority of request handling, so that a
+    /// burst of writes is not slowed by the deliveries it causes (they catch up after it).
+    pub low_priority: bool,
 }
 
 impl Default for WorkerConfig {
@@ -46,6 +49,7 @@ impl Default for WorkerConfig {
             batch: 256,
             concurrency: 32,
             retention: Duration::from_secs(7 * 24 * 3600),
+            low_priority: true,
         }
     }
 }
@@ -53,37 +57,79 @@ impl Default for WorkerConfig {
 /// The running worker.
 pub struct Worker {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    done: oneshot::Receiver<()>,
 }
 
+/// The scheduling priority of the worker's threads when [`WorkerConfig::low_priority`] is
+/// set: on Linux, niceness 9 (the scheduler then gives a busy request thread about ten times
+/// the CPU time of a busy delivery thread, and the deliveries all of it when requests idle).
+const LOW_PRIORITY: u8 = 23;
+
 impl Worker {
-    /// Starts the worker on `store`.
+    /// Starts the worker on `store`, on threads of its own.
     pub fn start(store: Arc<dyn Store>, config: WorkerConfig) -> Result<Worker, String> {
         let client = OutboundClient::new(config.http.clone())?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(
-            Deliverer {
-                store,
-                client,
-                tokens: TokenCache::default(),
-                connectors: ConnectorState::default(),
-                config,
-            },
-            stopped,
-        ));
-        Ok(Worker { stop, task })
+        let (finished, done) = oneshot::channel();
+        let low_priority = config.low_priority;
+        let deliverer = Deliverer {
+            store,
+            requests: tokio::runtime::Handle::current(),
+            client,
+            tokens: TokenCache::default(),
+            connectors: ConnectorState::default(),
+            config,
+        };
+        std::thread::Builder::new()
+            .name("assent-deliveries".into())
+            .spawn(move || {
+                // Threads inherit the priority of the thread that starts them: the runtime's
+                // threads below are all lowered with this one.
+                if low_priority {
+                    lower_priority();
+                }
+                match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("assent-delivery")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run(deliverer, stopped)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the delivery runtime"),
+                }
+                let _ = finished.send(());
+            })
+            .map_err(|e| format!("cannot start the delivery thread: {e}"))?;
+        Ok(Worker { stop, done })
     }
 
     /// Stops taking deliveries and waits for the round under way (its attempts are recorded).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let _ = self.done.await;
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (a failure is logged and ignored: the
+/// deliveries then run at the priority of requests).
+fn lower_priority() {
+    let lowered = ThreadPriorityValue::try_from(LOW_PRIORITY)
+        .map_err(|e| e.to_string())
+        .and_then(|p| {
+            set_current_thread_priority(ThreadPriority::Crossplatform(p))
+                .map_err(|e| format!("{e:?}"))
+        });
+    if let Err(e) = lowered {
+        tracing::warn!(error = %e, "cannot lower the priority of the delivery threads");
     }
 }
 
 /// What a round needs.
 struct Deliverer {
     store: Arc<dyn Store>,
+    /// The runtime that serves requests: the store is called there, so that what it starts
+    /// (a database connection's driver, say) does not run at the deliveries' priority.
+    requests: tokio::runtime::Handle,
     client: OutboundClient,
     tokens: TokenCache,
     connectors: ConnectorState,
@@ -99,11 +145,19 @@ async fn run(d: Deliverer, mut stopped: watch::Receiver<bool>) {
             let before = Timestamp::from_millis(
                 Timestamp::now().millis() - d.config.retention.as_millis() as i64,
             );
-            if let Err(e) = d.store.prune_deliveries(before).await {
+            let store = d.store.clone();
+            let pruned = d
+                .on_requests(async move { store.prune_deliveries(before).await })
+                .await;
+            if let Err(e) = pruned {
                 tracing::warn!(error = %e, "forgetting old deliveries failed");
             }
         }
-        let busy = match d.store.active_integrations().await {
+        let store = d.store.clone();
+        let active = d
+            .on_requests(async move { store.active_integrations().await })
+            .await;
+        let busy = match active {
             Ok(integrations) => {
                 let rounds = integrations.into_iter().map(|i| {
                     let d = d.clone();
@@ -130,12 +184,28 @@ async fn run(d: Deliverer, mut stopped: watch::Receiver<bool>) {
 }
 
 impl Deliverer {
+    /// Runs a store call on the request runtime and waits for its result here.
+    async fn on_requests<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, assent_store::StoreError>> + Send + 'static,
+    ) -> Result<T, assent_store::StoreError> {
+        self.requests.spawn(call).await.unwrap_or_else(|e| {
+            Err(assent_store::StoreError::Internal(format!(
+                "store call failed: {e}"
+            )))
+        })
+    }
+
     /// One round for one integration; returns whether it found work.
     async fn round(&self, integration: &Integration) -> bool {
         let lease = self.config.http.timeout * 2 + Duration::from_secs(30);
+        let (store, claimed, batch) = (self.store.clone(), integration.clone(), self.config.batch);
         let due = match self
-            .store
-            .claim_deliveries(integration, Timestamp::now(), self.config.batch, lease)
+            .on_requests(async move {
+                store
+                    .claim_deliveries(&claimed, Timestamp::now(), batch, lease)
+                    .await
+            })
             .await
         {
             Ok(due) => due,
@@ -191,7 +261,11 @@ impl Deliverer {
             };
             metrics::counter!("assent_delivery_attempts_total", "outcome" => outcome).increment(1);
         }
-        if let Err(e) = self.store.record_attempts(integration, results).await {
+        let (store, recorded) = (self.store.clone(), integration.clone());
+        let outcome = self
+            .on_requests(async move { store.record_attempts(&recorded, results).await })
+            .await;
+        if let Err(e) = outcome {
             // The deliveries stay taken until their lease ends, then go out again.
             tracing::warn!(integration = %integration.id, error = %e, "recording attempts failed");
         }

@@ -265,6 +265,20 @@ pub struct DeliveryArgs {
     /// How long delivered deliveries stay in the log (`7days`).
     #[arg(long, env = "ASSENT_DELIVERY_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub delivery_retention: Duration,
+    /// CPU priority of the delivery threads: `low` (below request handling, so that a burst
+    /// of writes is not slowed by the deliveries it causes; they catch up after it) or
+    /// `normal`.
+    #[arg(long, env = "ASSENT_DELIVERY_PRIORITY", default_value = "low")]
+    pub delivery_priority: DeliveryPriority,
+}
+
+/// CPU priority of the delivery threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeliveryPriority {
+    /// Below request handling.
+    Low,
+    /// As request handling.
+    Normal,
 }
 
 impl Default for DeliveryArgs {
@@ -275,6 +289,7 @@ impl Default for DeliveryArgs {
             delivery_allow_networks: Vec::new(),
             delivery_concurrency: 32,
             delivery_retention: Duration::from_secs(7 * 24 * 3600),
+            delivery_priority: DeliveryPriority::Low,
         }
     }
 }
@@ -292,6 +307,7 @@ impl DeliveryArgs {
             },
             concurrency: self.delivery_concurrency.max(1),
             retention: self.delivery_retention,
+            low_priority: self.delivery_priority == DeliveryPriority::Low,
             ..WorkerConfig::default()
         }
     }
