@@ -139,7 +139,8 @@ struct Deliverer {
 async fn run(d: Deliverer, mut stopped: watch::Receiver<bool>) {
     let d = Arc::new(d);
     let mut last_prune: Option<Instant> = None;
-    while !*stopped.borrow() {
+    // Also ends if the worker was dropped without being stopped (its sender is gone).
+    while !*stopped.borrow() && stopped.has_changed().is_ok() {
         if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
             last_prune = Some(Instant::now());
             let before = Timestamp::from_millis(

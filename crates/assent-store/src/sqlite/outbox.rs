@@ -470,9 +470,21 @@ pub fn due(
     for (seq, delivery) in taken {
         let row = row_of(seq);
         if let std::collections::hash_map::Entry::Vacant(slot) = bodies.entry(row) {
-            let (heads, compressed): (Vec<u8>, Vec<u8>) = body
-                .query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(db)?;
+            let Some((heads, compressed)) = body
+                .query_row([row], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+                .map_err(db)?
+            else {
+                // Never expected (a row goes only when no delivery needs it); the others of
+                // this round still go out.
+                tracing::error!(
+                    change = seq,
+                    "a delivery's change is missing from the outbox"
+                );
+                continue;
+            };
             slot.insert(split_bodies(&decode_heads(&heads)?, &compressed)?);
         }
         let place = (seq & (CHANGES_PER_ROW as i64 - 1)) as usize;

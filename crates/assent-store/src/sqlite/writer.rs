@@ -365,7 +365,7 @@ pub struct Writer {
     origin: Option<String>,
     /// Changes the running command announced; they go to the outbox, in one row, once it
     /// succeeds.
-    announced: RefCell<Vec<outbox::NewChange>>,
+    outbox_changes: RefCell<Vec<outbox::NewChange>>,
 }
 
 impl Writer {
@@ -395,7 +395,7 @@ impl Writer {
             subscriptions,
             in_flight: HashMap::new(),
             origin: None,
-            announced: RefCell::new(Vec::new()),
+            outbox_changes: RefCell::new(Vec::new()),
         })
     }
 
@@ -757,7 +757,7 @@ impl Writer {
         if mask & kind.bit() == 0 {
             return Ok(());
         }
-        self.announced.borrow_mut().push(outbox::NewChange {
+        self.outbox_changes.borrow_mut().push(outbox::NewChange {
             org_key,
             user_key,
             change: change(),
@@ -780,7 +780,7 @@ impl Writer {
         }
         let mut cmd = Cmd::default();
         let executed = self.execute(group, &mut cmd, command, now);
-        let announced = std::mem::take(&mut *self.announced.borrow_mut());
+        let announced = std::mem::take(&mut *self.outbox_changes.borrow_mut());
         let executed = match executed {
             Ok(reply) if !announced.is_empty() => {
                 outbox::insert_changes(&self.conn, &announced, now)
