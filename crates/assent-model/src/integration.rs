@@ -7,7 +7,7 @@
 //! subscribes to its [`ChangeKind`].
 
 use crate::error::{DomainError, FieldErrors};
-use crate::event::{ConsentEvent, EventView};
+use crate::event::{ConsentEvent, EventJson};
 use crate::ids::{OrganizationId, Regulation};
 use crate::json::{Fields, Path, check_bounds, type_name};
 use crate::time::Timestamp;
@@ -687,20 +687,22 @@ struct Message<'a, P> {
     parameters: P,
 }
 
+// Events are written straight from the stored event ([`EventJson`], the shape of
+// [`EventView`]), without copying them first.
 #[derive(Serialize)]
-struct EventParameters {
+struct EventParameters<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    entity: Option<EventView>,
+    entity: Option<EventJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    old_entity: Option<EventView>,
+    old_entity: Option<EventJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    new_entity: Option<EventView>,
+    new_entity: Option<EventJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct UserParameters {
+struct UserParameters<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<EventView>,
+    source: Option<EventJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     old_entity: Option<UserView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -722,7 +724,7 @@ impl Change {
         message(
             ChangeKind::EventCreated,
             EventParameters {
-                entity: Some(event.view()),
+                entity: Some(EventJson(event)),
                 old_entity: None,
                 new_entity: None,
             },
@@ -735,8 +737,8 @@ impl Change {
             ChangeKind::EventUpdated,
             EventParameters {
                 entity: None,
-                old_entity: Some(old.view()),
-                new_entity: Some(new.view()),
+                old_entity: Some(EventJson(old)),
+                new_entity: Some(EventJson(new)),
             },
         )
     }
@@ -746,7 +748,7 @@ impl Change {
         message(
             ChangeKind::EventDeleted,
             EventParameters {
-                entity: Some(event.view()),
+                entity: Some(EventJson(event)),
                 old_entity: None,
                 new_entity: None,
             },
@@ -786,7 +788,7 @@ impl Change {
                 ChangeKind::UserCreated
             },
             UserParameters {
-                source: source.map(ConsentEvent::view),
+                source: source.map(EventJson),
                 old_entity: old,
                 new_entity: Some(new.view(&regulation)),
             },
