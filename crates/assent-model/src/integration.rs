@@ -718,7 +718,62 @@ fn message<P: Serialize>(kind: ChangeKind, parameters: P) -> Change {
     Change { kind, body }
 }
 
+/// Writes a body from parts already written as JSON: `{"type": kind, "parameters": {…}}` with
+/// the parameters present, in the order given (the order of the parameter structs above).
+fn message_of_parts(kind: ChangeKind, parts: &[(&str, Option<&[u8]>)]) -> Change {
+    let present = || parts.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
+    let len: usize = present().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut body = Vec::with_capacity(len + 48);
+    body.extend_from_slice(b"{\"type\":\"");
+    body.extend_from_slice(kind.as_str().as_bytes());
+    body.extend_from_slice(b"\",\"parameters\":{");
+    for (i, (key, json)) in present().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.push(b'"');
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(b"\":");
+        body.extend_from_slice(json);
+    }
+    body.extend_from_slice(b"}}");
+    Change { kind, body }
+}
+
+/// An event as change bodies show it, as JSON (to be shared by the bodies that name it).
+pub fn event_json(event: &ConsentEvent) -> Vec<u8> {
+    serde_json::to_vec(&EventJson(event)).expect("events serialize")
+}
+
+/// A user as change bodies show it under `regulation`, as JSON.
+pub fn user_json(user: &UserRecord, regulation: &Regulation) -> Vec<u8> {
+    serde_json::to_vec(&user.view(regulation)).expect("users serialize")
+}
+
 impl Change {
+    /// [`Change::event_created`] from the event already written as JSON ([`event_json`]).
+    pub fn event_created_from_json(entity: &[u8]) -> Change {
+        message_of_parts(ChangeKind::EventCreated, &[("entity", Some(entity))])
+    }
+
+    /// [`Change::user_changed`] from parts already written as JSON: the user before (`None`:
+    /// created) and after ([`user_json`], under the regulation of `source`), and the source
+    /// event ([`event_json`]).
+    pub fn user_changed_from_json(old: Option<&[u8]>, new: &[u8], source: Option<&[u8]>) -> Change {
+        message_of_parts(
+            if old.is_some() {
+                ChangeKind::UserUpdated
+            } else {
+                ChangeKind::UserCreated
+            },
+            &[
+                ("source", source),
+                ("old_entity", old),
+                ("new_entity", Some(new)),
+            ],
+        )
+    }
+
     /// `event.created`: `parameters.entity` is the event.
     pub fn event_created(event: &ConsentEvent) -> Change {
         message(
@@ -764,23 +819,6 @@ impl Change {
         source: Option<&ConsentEvent>,
     ) -> Change {
         let regulation = Change::regulation_of(source);
-        Change::user_changed_from(old.map(|u| u.view(&regulation)), new, source)
-    }
-
-    /// The regulation a user change is shown under: that of its source event, GDPR when there
-    /// is none.
-    pub fn regulation_of(source: Option<&ConsentEvent>) -> Regulation {
-        source.map(|e| e.regulation.clone()).unwrap_or_default()
-    }
-
-    /// [`Change::user_changed`] with the user before already shown (under
-    /// [`Change::regulation_of`] `source`), so that the caller need not keep a copy of it.
-    pub fn user_changed_from(
-        old: Option<UserView>,
-        new: &UserRecord,
-        source: Option<&ConsentEvent>,
-    ) -> Change {
-        let regulation = Change::regulation_of(source);
         message(
             if old.is_some() {
                 ChangeKind::UserUpdated
@@ -789,10 +827,16 @@ impl Change {
             },
             UserParameters {
                 source: source.map(EventJson),
-                old_entity: old,
+                old_entity: old.map(|u| u.view(&regulation)),
                 new_entity: Some(new.view(&regulation)),
             },
         )
+    }
+
+    /// The regulation a user change is shown under: that of its source event, GDPR when there
+    /// is none.
+    pub fn regulation_of(source: Option<&ConsentEvent>) -> Regulation {
+        source.map(|e| e.regulation.clone()).unwrap_or_default()
     }
 
     /// `user.deleted`: the user as it was, under GDPR.
@@ -1082,6 +1126,74 @@ pub fn path_keys(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Bodies built from parts written apart are the bodies written whole.
+    #[test]
+    fn bodies_from_json_parts_are_the_bodies_written_whole() {
+        use crate::event::{EventBody, EventStatus};
+        use crate::status::Stamp;
+        use crate::user::UserRecord;
+        use std::sync::Arc;
+        let body: EventBody = serde_json::from_value(json!({
+            "user": {"id": "u-1", "organization_user_id": "dana@example.com",
+                     "metadata": {"plan": "gold"}},
+            "consents": {"purposes": [{"id": "newsletter", "enabled": true}],
+                         "vendors": {"enabled": ["v1"]}},
+            "metadata": {"origin": "web"}
+        }))
+        .unwrap();
+        let event = ConsentEvent {
+            id: crate::EventId::generate(),
+            organization_id: org(),
+            user_id: "u-1".into(),
+            created_at: Timestamp::from_millis(1_700_000_000_000),
+            updated_at: Timestamp::from_millis(1_700_000_000_500),
+            status: EventStatus::Confirmed,
+            regulation: Regulation::default(),
+            seq: 7,
+            body: Arc::new(body),
+        };
+        let old = UserRecord {
+            id: "u-1".into(),
+            organization_id: org(),
+            organization_user_id: Some("dana@example.com".into()),
+            version: 3,
+            created_at: Timestamp::from_millis(1_600_000_000_000),
+            updated_at: Timestamp::from_millis(1_600_000_000_000),
+            state: Default::default(),
+        };
+        let mut new = old.clone();
+        new.version = 4;
+        new.state.apply(
+            &event.regulation,
+            &event.body,
+            Stamp {
+                at: event.created_at.millis(),
+                seq: event.seq,
+            },
+        );
+        let regulation = Change::regulation_of(Some(&event));
+        let parsed = |c: &Change| serde_json::from_slice::<Value>(&c.body).unwrap();
+        let whole = Change::event_created(&event);
+        let parts = Change::event_created_from_json(&event_json(&event));
+        assert_eq!(parts, whole);
+        for (before, source) in [
+            (Some(&old), Some(&event)),
+            (None, Some(&event)),
+            (Some(&old), None),
+        ] {
+            let whole = Change::user_changed(before, &new, source);
+            let old_json = before.map(|u| user_json(u, &regulation));
+            let source_json = source.map(event_json);
+            let parts = Change::user_changed_from_json(
+                old_json.as_deref(),
+                &user_json(&new, &regulation),
+                source_json.as_deref(),
+            );
+            assert_eq!(parsed(&parts), parsed(&whole));
+            assert_eq!(parts, whole, "byte for byte");
+        }
+    }
 
     fn org() -> OrganizationId {
         OrganizationId::parse("acme").unwrap()

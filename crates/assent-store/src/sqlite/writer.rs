@@ -28,20 +28,19 @@ use crate::integrations::{AttemptResult, DueDelivery};
 use crate::{ApiKey, StoreError};
 use assent_model::event::EventPatch;
 use assent_model::integration::{
-    Change, ChangeKind, Delivery, DeliveryStatus, Integration, IntegrationPatch,
+    Change, ChangeKind, Delivery, DeliveryStatus, Integration, IntegrationPatch, event_json,
+    user_json,
 };
 use assent_model::query::EventsQuery;
 use assent_model::tcf::generate_for_events;
-use assent_model::user::{
-    NewUser, Resolution, UserPatch, UserRecord, UserSelector, UserView, resolve,
-};
+use assent_model::user::{NewUser, Resolution, UserPatch, UserRecord, UserSelector, resolve};
 use assent_model::{
     ConsentEvent, EventBody, EventId, EventInput, EventStatus, OrganizationId, Regulation, Stamp,
     Timestamp, UserState,
 };
 use rusqlite::{Connection, params};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -366,7 +365,24 @@ pub struct Writer {
     /// Changes the running command announced; they go to the outbox, in one row, once it
     /// succeeds.
     outbox_changes: RefCell<Vec<outbox::NewChange>>,
+    /// How the last change body showed each user, by key: a user's `new_entity` in one write
+    /// is its `old_entity` in the next, so it is written once. Forgotten when memory is
+    /// rebuilt (a rolled-back version number may come again with other content).
+    shown: RefCell<HashMap<i64, Shown>>,
 }
+
+/// A user as a change body showed it.
+struct Shown {
+    version: i64,
+    regulation: Regulation,
+    json: Arc<[u8]>,
+}
+
+/// A user before a write: its version, and how the write's change body shows it.
+type ShownBefore = (i64, Arc<[u8]>);
+
+/// Most users whose last shown form is kept; beyond, the memory starts over.
+const SHOWN_USERS: usize = 100_000;
 
 impl Writer {
     /// A writer on `conn`, continuing the arrival sequence of the store.
@@ -396,6 +412,7 @@ impl Writer {
             in_flight: HashMap::new(),
             origin: None,
             outbox_changes: RefCell::new(Vec::new()),
+            shown: RefCell::new(HashMap::new()),
         })
     }
 
@@ -705,6 +722,7 @@ impl Writer {
     /// are refused: memory that misses events must neither serve nor flush.
     fn recover(&mut self) {
         self.cache.clear();
+        self.shown.borrow_mut().clear();
         self.cycle = None;
         self.reload_subscriptions();
         match self.replay() {
@@ -1225,7 +1243,7 @@ impl Writer {
         // Users as they were, for the announcements (None: created by this request): their
         // version, and how the change will show them (under the regulation of their last event
         // in the request), taken now rather than as a copy of the whole user.
-        let mut before: Vec<(i64, Option<(i64, UserView)>)> = Vec::new();
+        let mut before: Vec<(i64, Option<ShownBefore>)> = Vec::new();
         if mask & USER_CHANGES != 0 {
             let created: HashSet<i64> = cmd.created.iter().map(|e| e.key).collect();
             let mut shown_under: HashMap<i64, &Regulation> = HashMap::new();
@@ -1241,8 +1259,12 @@ impl Writer {
                     let old = if created.contains(key) {
                         None
                     } else {
-                        let record = &fatal(self.entry(org, *key))?.record;
-                        Some((record.version, record.view(shown_under[key])))
+                        fatal(self.entry(org, *key))?;
+                        let record = &self.cache.get(*key).expect("loaded above").record;
+                        Some((
+                            record.version,
+                            self.shown_json(*key, record, shown_under[key]),
+                        ))
                     };
                     before.push((*key, old));
                 }
@@ -1363,14 +1385,18 @@ impl Writer {
         org_key: i64,
         made: &[ConsentEvent],
         keys: &[i64],
-        before: Vec<(i64, Option<(i64, UserView)>)>,
+        before: Vec<(i64, Option<ShownBefore>)>,
     ) -> Result<(), StoreError> {
-        for (event, key) in made.iter().zip(keys) {
+        // Each event is written once, for its `event.created` and as the `source` of its
+        // user's change.
+        let events: Vec<OnceCell<Vec<u8>>> = made.iter().map(|_| OnceCell::new()).collect();
+        let event = |i: usize| events[i].get_or_init(|| event_json(&made[i])).as_slice();
+        for (i, key) in keys.iter().enumerate() {
             self.announce(
                 mask,
                 org_key,
                 *key,
-                || Change::event_created(event),
+                || Change::event_created_from_json(event(i)),
                 ChangeKind::EventCreated,
             )?;
         }
@@ -1384,12 +1410,7 @@ impl Writer {
             {
                 continue;
             }
-            let source = made
-                .iter()
-                .zip(keys)
-                .rev()
-                .find(|(_, k)| **k == key)
-                .map(|(e, _)| e);
+            let source = (0..made.len()).rev().find(|&i| keys[i] == key);
             let kind = if old.is_some() {
                 ChangeKind::UserUpdated
             } else {
@@ -1399,11 +1420,44 @@ impl Writer {
                 mask,
                 org_key,
                 key,
-                || Change::user_changed_from(old.map(|(_, view)| view), &entry.record, source),
+                || {
+                    let regulation = Change::regulation_of(source.map(|i| &made[i]));
+                    let new = self.shown_json(key, &entry.record, &regulation);
+                    Change::user_changed_from_json(
+                        old.as_ref().map(|(_, json)| &**json),
+                        &new,
+                        source.map(event),
+                    )
+                },
                 kind,
             )?;
         }
         Ok(())
+    }
+
+    /// User `key` (`record`) as change bodies show it under `regulation`: written again only
+    /// if it changed since the last body that showed it.
+    fn shown_json(&self, key: i64, record: &UserRecord, regulation: &Regulation) -> Arc<[u8]> {
+        let mut shown = self.shown.borrow_mut();
+        if let Some(s) = shown.get(&key)
+            && s.version == record.version
+            && s.regulation == *regulation
+        {
+            return s.json.clone();
+        }
+        let json: Arc<[u8]> = user_json(record, regulation).into();
+        if shown.len() >= SHOWN_USERS {
+            shown.clear();
+        }
+        shown.insert(
+            key,
+            Shown {
+                version: record.version,
+                regulation: regulation.clone(),
+                json: json.clone(),
+            },
+        );
+        json
     }
 
     /// Announces that user `key` changed from `old` because of `source` (phase 2).
