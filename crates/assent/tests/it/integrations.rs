@@ -1041,3 +1041,47 @@ async fn three_nodes_deliver_each_change_once_in_order_per_user() {
     }
     drop(nodes);
 }
+
+/// The niceness of each thread of process `pid` whose name starts with `prefix`.
+#[cfg(target_os = "linux")]
+fn niceness(pid: u32, prefix: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let task = task.expect("task").path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
+        // After the name in parentheses come fields 3 onwards; niceness is field 19.
+        let after = &stat[stat.rfind(')').expect("name") + 2..];
+        out.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn delivery_threads_run_below_the_requests_unless_told_otherwise() {
+    for (priority, lowered) in [("low", true), ("normal", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = serve_with(&[
+            "--data-dir".as_ref(),
+            dir.path().as_os_str(),
+            "--delivery-priority".as_ref(),
+            priority.as_ref(),
+        ]);
+        let pid = server.child.id();
+        let deliveries = niceness(pid, "assent-deliver");
+        assert!(
+            deliveries.len() >= 2,
+            "the delivery threads: {deliveries:?}"
+        );
+        assert!(
+            deliveries.iter().all(|n| (*n > 0) == lowered),
+            "--delivery-priority {priority}: {deliveries:?}"
+        );
+        assert_eq!(niceness(pid, "assent-writer"), vec![0], "the writer");
+        server.kill();
+    }
+}
