@@ -776,14 +776,7 @@ impl Change {
 
     /// `event.created`: `parameters.entity` is the event.
     pub fn event_created(event: &ConsentEvent) -> Change {
-        message(
-            ChangeKind::EventCreated,
-            EventParameters {
-                entity: Some(EventJson(event)),
-                old_entity: None,
-                new_entity: None,
-            },
-        )
+        Change::event_created_from_json(&event_json(event))
     }
 
     /// `event.updated`: the event before and after.
@@ -819,17 +812,10 @@ impl Change {
         source: Option<&ConsentEvent>,
     ) -> Change {
         let regulation = Change::regulation_of(source);
-        message(
-            if old.is_some() {
-                ChangeKind::UserUpdated
-            } else {
-                ChangeKind::UserCreated
-            },
-            UserParameters {
-                source: source.map(EventJson),
-                old_entity: old.map(|u| u.view(&regulation)),
-                new_entity: Some(new.view(&regulation)),
-            },
+        Change::user_changed_from_json(
+            old.map(|u| user_json(u, &regulation)).as_deref(),
+            &user_json(new, &regulation),
+            source.map(event_json).as_deref(),
         )
     }
 
@@ -1174,22 +1160,34 @@ mod tests {
         );
         let regulation = Change::regulation_of(Some(&event));
         let parsed = |c: &Change| serde_json::from_slice::<Value>(&c.body).unwrap();
-        let whole = Change::event_created(&event);
-        let parts = Change::event_created_from_json(&event_json(&event));
+        let whole = message(
+            ChangeKind::EventCreated,
+            EventParameters {
+                entity: Some(EventJson(&event)),
+                old_entity: None,
+                new_entity: None,
+            },
+        );
+        let parts = Change::event_created(&event);
         assert_eq!(parts, whole);
         for (before, source) in [
             (Some(&old), Some(&event)),
             (None, Some(&event)),
             (Some(&old), None),
         ] {
-            let whole = Change::user_changed(before, &new, source);
-            let old_json = before.map(|u| user_json(u, &regulation));
-            let source_json = source.map(event_json);
-            let parts = Change::user_changed_from_json(
-                old_json.as_deref(),
-                &user_json(&new, &regulation),
-                source_json.as_deref(),
+            let whole = message(
+                if before.is_some() {
+                    ChangeKind::UserUpdated
+                } else {
+                    ChangeKind::UserCreated
+                },
+                UserParameters {
+                    source: source.map(EventJson),
+                    old_entity: before.map(|u| u.view(&regulation)),
+                    new_entity: Some(new.view(&regulation)),
+                },
             );
+            let parts = Change::user_changed(before, &new, source);
             assert_eq!(parsed(&parts), parsed(&whole));
             assert_eq!(parts, whole, "byte for byte");
         }

@@ -488,10 +488,12 @@ pub fn due(
             slot.insert(split_bodies(&decode_heads(&heads)?, &compressed)?);
         }
         let place = (seq & (CHANGES_PER_ROW as i64 - 1)) as usize;
-        let change = bodies[&row]
-            .get(place)
-            .ok_or_else(|| StoreError::Internal(format!("change {seq} is not in the outbox")))?
-            .clone();
+        // Each change is claimed once per round: its body is taken, not copied.
+        let change = bodies
+            .get_mut(&row)
+            .and_then(|b| b.get_mut(place))
+            .map(std::mem::take)
+            .ok_or_else(|| StoreError::Internal(format!("change {seq} is not in the outbox")))?;
         out.push((
             seq,
             DueDelivery {
