@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use assent::serve::{
-    DeliveryArgs, ExportArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs, TcfArgs, start,
+    DeliveryArgs, DeliveryPriority, ExportArgs, LimitArgs, RunningServer, ServeArgs, StoreArgs,
+    TcfArgs, start,
 };
 use assent_model::consents::{Consents, Vendors};
 use assent_model::event::{EventBody, EventView};
@@ -120,12 +121,16 @@ pub struct TestServer {
     server: Option<RunningServer>,
 }
 
-/// Delivery settings for tests: local receivers allowed, retries within seconds.
+/// Delivery settings for tests: local receivers allowed, retries within seconds, and
+/// deliveries at the priority of requests: the suite keeps every core busy with other tests,
+/// which would starve low-priority deliveries past the tests' waits (the priority itself is
+/// tested on a real `assent serve`, `delivery_threads_run_below_the_requests_…`).
 pub fn test_delivery() -> DeliveryArgs {
     DeliveryArgs {
         delivery_retry_schedule: "200ms,400ms,800ms".parse().expect("schedule"),
         delivery_timeout: std::time::Duration::from_secs(2),
         delivery_allow_networks: vec!["127.0.0.0/8".parse().expect("network")],
+        delivery_priority: DeliveryPriority::Normal,
         ..DeliveryArgs::default()
     }
 }
