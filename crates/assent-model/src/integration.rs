@@ -747,7 +747,7 @@ pub fn event_json(event: &ConsentEvent) -> Vec<u8> {
 
 /// A user as change bodies show it under `regulation`, as JSON.
 pub fn user_json(user: &UserRecord, regulation: &Regulation) -> Vec<u8> {
-    serde_json::to_vec(&user.view(regulation)).expect("users serialize")
+    serde_json::to_vec(&crate::status::UserJson { user, regulation }).expect("users serialize")
 }
 
 impl Change {

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+mod json;
+pub use json::{ConsentsJson, UserJson};
+
 /// Where an event sits in the fold order: its `created_at`, then its arrival sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(from = "(i64, i64)", into = "(i64, i64)")]
