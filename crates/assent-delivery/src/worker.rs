@@ -35,9 +35,24 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Delivered deliveries (and the changes they carried) are forgotten after this long.
     pub retention: Duration,
-    /// Whether the worker's threads run below the priority of request handling, so that a
-    /// burst of writes is not slowed by the deliveries it causes (they catch up after it).
-    pub low_priority: bool,
+    /// The CPU priority of the worker's threads beside request handling.
+    pub priority: Priority,
+}
+
+/// The CPU priority of the delivery threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// As request handling.
+    Normal,
+    /// Below request handling (Linux niceness 9): while requests keep the CPUs busy, a busy
+    /// request thread gets about ten times the CPU time of a busy delivery thread, so a burst
+    /// of writes is not slowed much by the deliveries it causes; they catch up after it.
+    #[default]
+    Low,
+    /// Only when no request needs the CPU (Linux `SCHED_IDLE`): a burst of writes keeps
+    /// all the CPU, and deliveries wait for a CPU to fall idle. On a machine whose CPUs stay
+    /// busy, deliveries barely progress. Elsewhere than Linux, as `Low`.
+    Idle,
 }
 
 impl Default for WorkerConfig {
@@ -49,7 +64,7 @@ impl Default for WorkerConfig {
             batch: 256,
             concurrency: 32,
             retention: Duration::from_secs(7 * 24 * 3600),
-            low_priority: true,
+            priority: Priority::Low,
         }
     }
 }
@@ -60,9 +75,9 @@ pub struct Worker {
     done: oneshot::Receiver<()>,
 }
 
-/// The scheduling priority of the worker's threads when [`WorkerConfig::low_priority`] is
-/// set: on Linux, niceness 9 (the scheduler then gives a busy request thread about ten times
-/// the CPU time of a busy delivery thread, and the deliveries all of it when requests idle).
+/// The scheduling priority of the worker's threads at [`Priority::Low`]: on Linux, niceness 9
+/// (the scheduler then gives a busy request thread about ten times the CPU time of a busy
+/// delivery thread, and the deliveries all of it when requests idle).
 const LOW_PRIORITY: u8 = 23;
 
 impl Worker {
@@ -71,7 +86,7 @@ impl Worker {
         let client = OutboundClient::new(config.http.clone())?;
         let (stop, stopped) = watch::channel(false);
         let (finished, done) = oneshot::channel();
-        let low_priority = config.low_priority;
+        let priority = config.priority;
         let deliverer = Deliverer {
             store,
             requests: tokio::runtime::Handle::current(),
@@ -85,9 +100,7 @@ impl Worker {
             .spawn(move || {
                 // Threads inherit the priority of the thread that starts them: the runtime's
                 // threads below are all lowered with this one.
-                if low_priority {
-                    lower_priority();
-                }
+                lower_priority(priority);
                 match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("assent-delivery")
@@ -110,15 +123,31 @@ impl Worker {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (a failure is logged and ignored: the
-/// deliveries then run at the priority of requests).
-fn lower_priority() {
-    let lowered = ThreadPriorityValue::try_from(LOW_PRIORITY)
-        .map_err(|e| e.to_string())
-        .and_then(|p| {
-            set_current_thread_priority(ThreadPriority::Crossplatform(p))
-                .map_err(|e| format!("{e:?}"))
-        });
+/// Lowers the calling thread's scheduling priority to `priority` (a failure is logged and
+/// ignored: the deliveries then run at the priority of requests).
+fn lower_priority(priority: Priority) {
+    let lowered = match priority {
+        Priority::Normal => return,
+        #[cfg(target_os = "linux")]
+        Priority::Idle => {
+            use thread_priority::{
+                NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+                thread_native_id,
+            };
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            )
+            .map_err(|e| format!("{e:?}"))
+        }
+        _ => ThreadPriorityValue::try_from(LOW_PRIORITY)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                set_current_thread_priority(ThreadPriority::Crossplatform(p))
+                    .map_err(|e| format!("{e:?}"))
+            }),
+    };
     if let Err(e) = lowered {
         tracing::warn!(error = %e, "cannot lower the priority of the delivery threads");
     }

@@ -4,7 +4,7 @@
 use crate::listen::{self, HeadLimits};
 use assent_delivery::http::HttpConfig;
 use assent_delivery::schedule::RetrySchedule;
-use assent_delivery::worker::{Worker, WorkerConfig};
+use assent_delivery::worker::{Priority, Worker, WorkerConfig};
 use assent_model::OrganizationId;
 use assent_model::tcf::PurposeMap;
 use assent_server::ServerConfig;
@@ -279,6 +279,8 @@ pub enum DeliveryPriority {
     Low,
     /// As request handling.
     Normal,
+    /// Only when no request needs the CPU.
+    Idle,
 }
 
 impl Default for DeliveryArgs {
@@ -307,7 +309,11 @@ impl DeliveryArgs {
             },
             concurrency: self.delivery_concurrency.max(1),
             retention: self.delivery_retention,
-            low_priority: self.delivery_priority == DeliveryPriority::Low,
+            priority: match self.delivery_priority {
+                DeliveryPriority::Low => Priority::Low,
+                DeliveryPriority::Normal => Priority::Normal,
+                DeliveryPriority::Idle => Priority::Idle,
+            },
             ..WorkerConfig::default()
         }
     }

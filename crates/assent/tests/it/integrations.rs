@@ -1042,9 +1042,10 @@ async fn three_nodes_deliver_each_change_once_in_order_per_user() {
     drop(nodes);
 }
 
-/// The niceness of each thread of process `pid` whose name starts with `prefix`.
+/// The niceness and scheduling policy of each thread of process `pid` whose name starts with
+/// `prefix`.
 #[cfg(target_os = "linux")]
-fn niceness(pid: u32, prefix: &str) -> Vec<i64> {
+fn scheduling(pid: u32, prefix: &str) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
         let task = task.expect("task").path();
@@ -1053,17 +1054,24 @@ fn niceness(pid: u32, prefix: &str) -> Vec<i64> {
             continue;
         }
         let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
-        // After the name in parentheses come fields 3 onwards; niceness is field 19.
-        let after = &stat[stat.rfind(')').expect("name") + 2..];
-        out.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+        // After the name in parentheses come fields 3 onwards: niceness is field 19, the
+        // scheduling policy field 41.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("name") + 2..]
+            .split(' ')
+            .collect();
+        out.push((fields[16].parse().unwrap(), fields[38].parse().unwrap()));
     }
     out
 }
 
+/// Linux's `SCHED_IDLE` policy, as `/proc` shows it.
+#[cfg(target_os = "linux")]
+const SCHED_IDLE: i64 = 5;
+
 #[cfg(target_os = "linux")]
 #[test]
 fn delivery_threads_run_below_the_requests_unless_told_otherwise() {
-    for (priority, lowered) in [("low", true), ("normal", false)] {
+    for priority in ["low", "normal", "idle"] {
         let dir = tempfile::tempdir().unwrap();
         let server = serve_with(&[
             "--data-dir".as_ref(),
@@ -1074,21 +1082,22 @@ fn delivery_threads_run_below_the_requests_unless_told_otherwise() {
         let pid = server.child.id();
         // The delivery thread, then its runtime's two threads, which may still be starting.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut deliveries = niceness(pid, "assent-deliver");
+        let mut deliveries = scheduling(pid, "assent-deliver");
         while deliveries.len() < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            deliveries = niceness(pid, "assent-deliver");
+            deliveries = scheduling(pid, "assent-deliver");
         }
         assert_eq!(deliveries.len(), 3, "the delivery threads: {deliveries:?}");
+        let expected = |(nice, policy): &(i64, i64)| match priority {
+            "low" => *nice > 0 && *policy == 0,
+            "normal" => *nice == 0 && *policy == 0,
+            _ => *policy == SCHED_IDLE,
+        };
         assert!(
-            deliveries.len() >= 2,
-            "the delivery threads: {deliveries:?}"
+            deliveries.iter().all(expected),
+            "--delivery-priority {priority}: (niceness, policy) {deliveries:?}"
         );
-        assert!(
-            deliveries.iter().all(|n| (*n > 0) == lowered),
-            "--delivery-priority {priority}: {deliveries:?}"
-        );
-        assert_eq!(niceness(pid, "assent-writer"), vec![0], "the writer");
+        assert_eq!(scheduling(pid, "assent-writer"), vec![(0, 0)], "the writer");
         server.kill();
     }
 }
