@@ -266,8 +266,8 @@ pub struct DeliveryArgs {
     #[arg(long, env = "ASSENT_DELIVERY_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub delivery_retention: Duration,
     /// CPU priority of the delivery threads: `low` (below request handling, so that a burst
-    /// of writes is not slowed by the deliveries it causes; they catch up after it) or
-    /// `normal`.
+    /// of writes is not slowed much by the deliveries it causes; they catch up after it),
+    /// `idle` (only when no request needs a CPU) or `normal`.
     #[arg(long, env = "ASSENT_DELIVERY_PRIORITY", default_value = "low")]
     pub delivery_priority: DeliveryPriority,
 }
