@@ -447,9 +447,25 @@ async fn append_tx(
         .collect();
 
     // Organization user ids attached to existing users: only if none was attached meanwhile.
+    // Their version and `updated_at` before, for the change that shows them as they were.
+    let mut attached_before: HashMap<i64, (i64, Timestamp)> = HashMap::new();
     if !attached.is_empty() {
-        let keys: Vec<i64> = attached.keys().copied().collect();
-        let ouids: Vec<&str> = attached.values().map(String::as_str).collect();
+        let mut keys: Vec<i64> = attached.keys().copied().collect();
+        keys.sort_unstable();
+        let ouids: Vec<&str> = keys.iter().map(|k| attached[k].as_str()).collect();
+        if mask & USER_CHANGES != 0 {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT u.user_key, u.version, u.updated_at FROM UNNEST($2::bigint[]) AS t(user_key)
+                     CROSS JOIN LATERAL (SELECT user_key, version, updated_at FROM users
+                         WHERE org_id = $1 AND user_key = t.user_key FOR NO KEY UPDATE) u",
+                )
+                .await?;
+            for row in tx.query(&stmt, &[&org.as_str(), &keys]).await? {
+                attached_before
+                    .insert(row.get(0), (row.get(1), Timestamp::from_millis(row.get(2))));
+            }
+        }
         let stmt = tx
             .prepare_cached(
                 "UPDATE users AS u SET organization_user_id = t.ouid, version = u.version + 1,
@@ -489,7 +505,7 @@ async fn append_tx(
             .copied()
             .filter(|k| !adopted.contains_key(k))
             .collect();
-        locked = Some(lock_for_fold(tx, org, &keys, &created).await?);
+        locked = Some(lock_for_fold(tx, org, &keys, &created, &attached_before).await?);
     }
     if generating && let Some(locked) = &locked {
         let index: HashMap<i64, &PgUser> = locked.users.iter().map(|u| (u.key, u)).collect();
@@ -664,18 +680,28 @@ struct LockedUsers {
 }
 
 /// Locks the users of an append (`keys`; `created`: those it created) and folds their pending
-/// events in.
+/// events in. `attached`: the users it attached an organization user id to, with their
+/// version and `updated_at` before.
 async fn lock_for_fold(
     tx: &Transaction<'_>,
     org: &OrganizationId,
     keys: &[i64],
     created: &std::collections::HashSet<i64>,
+    attached: &HashMap<i64, (i64, Timestamp)>,
 ) -> Result<LockedUsers, TxError> {
     let mut users = retry(read::lock_users(tx, org, keys).await)?;
     let mut before = Vec::with_capacity(users.len());
     for user in &mut users {
         absorb_pending(tx, user).await?;
-        before.push((!created.contains(&user.key)).then(|| user.record.clone()));
+        before.push((!created.contains(&user.key)).then(|| {
+            let mut old = user.record.clone();
+            if let Some((version, updated_at)) = attached.get(&user.key) {
+                old.organization_user_id = None;
+                old.version = *version;
+                old.updated_at = *updated_at;
+            }
+            old
+        }));
     }
     Ok(LockedUsers { users, before })
 }
