@@ -247,6 +247,14 @@ impl Deliverer {
         if due.is_empty() {
             return false;
         }
+        // Here, not on the request runtime: rendering runs at the deliveries' priority.
+        let due = match self.store.render_due(due).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(integration = %integration.id, error = %e, "rendering deliveries failed");
+                return false;
+            }
+        };
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
         let mut sends = tokio::task::JoinSet::new();
         for delivery in due {

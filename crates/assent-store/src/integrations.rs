@@ -16,8 +16,12 @@ pub struct DueDelivery {
     pub delivery: Delivery,
     /// The organization of the change.
     pub organization_id: OrganizationId,
-    /// The change as destinations receive it (`{"type":…,"parameters":…}`).
+    /// The change as destinations receive it (`{"type":…,"parameters":…}`), once
+    /// [`Store::render_due`](crate::Store::render_due) has run.
     pub body: Vec<u8>,
+    /// The change's number, when the store keeps the change as a reference to its log:
+    /// `body` is then that reference until `render_due` replaces it with the body.
+    pub unrendered: Option<i64>,
 }
 
 /// What became of an attempt.

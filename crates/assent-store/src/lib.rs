@@ -501,6 +501,14 @@ pub trait Store: Send + Sync + 'static {
         lease: std::time::Duration,
     ) -> Result<Vec<DueDelivery>, StoreError>;
 
+    /// Replaces the bodies of claimed deliveries that the store keeps as references to its log
+    /// ([`DueDelivery::unrendered`]) with the bodies themselves. Called by the delivery worker
+    /// on its own threads, so that rendering runs at the deliveries' priority; a store that
+    /// keeps whole bodies has nothing to do.
+    async fn render_due(&self, due: Vec<DueDelivery>) -> Result<Vec<DueDelivery>, StoreError> {
+        Ok(due)
+    }
+
     /// Records attempts made on claimed deliveries and releases them.
     async fn record_attempts(
         &self,

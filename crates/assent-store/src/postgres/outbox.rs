@@ -429,6 +429,7 @@ pub async fn claim(
                 delivery: delivery(row, &i.id)?,
                 organization_id: i.organization_id.clone(),
                 body: body.unwrap_or_default(),
+                unrendered: None,
             },
         ));
     }

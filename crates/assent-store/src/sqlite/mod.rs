@@ -9,6 +9,7 @@ mod outbox;
 mod read;
 mod readers;
 mod registry;
+mod render;
 mod schema;
 mod shared;
 mod writer;
@@ -96,6 +97,8 @@ pub struct SqliteStore {
     queue: Arc<Semaphore>,
     readers: readers::Readers,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Renders the bodies of claimed deliveries kept as references to the log.
+    renderer: Arc<Mutex<render::Renderer>>,
     _checkpointer: Checkpointer,
     _lock: File,
 }
@@ -243,11 +246,17 @@ impl SqliteStore {
         }
         let db_path = data_dir.join(DATABASE_FILE);
         let reader_cache = config.reader_cache_mib;
-        let readers = readers::Readers::start(config.readers.max(1), shared.clone(), || {
+        let open_reader = move || {
             let conn = open_connection(&db_path, reader_cache)?;
             conn.execute_batch("PRAGMA query_only = 1;").map_err(db)?;
             Ok(conn)
-        })?;
+        };
+        let readers =
+            readers::Readers::start(config.readers.max(1), shared.clone(), open_reader.clone())?;
+        let renderer = Arc::new(Mutex::new(render::Renderer::new(
+            shared.clone(),
+            open_reader,
+        )));
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("assent-writer".into())
@@ -259,6 +268,7 @@ impl SqliteStore {
             queue: Arc::new(Semaphore::new(QUEUE_BOUND)),
             readers,
             writer: Mutex::new(Some(handle)),
+            renderer,
             _checkpointer: checkpointer,
             _lock: lock,
         })
@@ -1125,6 +1135,21 @@ impl Store for SqliteStore {
             Reply::Due(due) => Ok(due),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn render_due(&self, due: Vec<DueDelivery>) -> Result<Vec<DueDelivery>, StoreError> {
+        if due.iter().all(|d| d.unrendered.is_none()) {
+            return Ok(due);
+        }
+        let renderer = self.renderer.clone();
+        tokio::task::spawn_blocking(move || {
+            renderer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .render_due(due)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("rendering deliveries failed: {e}")))
     }
 
     async fn record_attempts(

@@ -1,6 +1,7 @@
 //! Integrations, the outbox and deliveries on SQLite: the SQL, for the writer and the readers.
 
 use super::read::db;
+use super::render::{States, ToRender, render};
 use crate::StoreError;
 use crate::integrations::{
     AttemptResult, DeliveriesQuery, DueDelivery, Outcome, attempts_bytes, attempts_from,
@@ -12,7 +13,7 @@ use assent_model::integration::{
 use assent_model::query::Page;
 use assent_model::{OrganizationId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 const COLUMNS: &str =
     "integration_key, id, type_id, enabled, config, cursor, created_at, updated_at";
@@ -91,6 +92,11 @@ pub fn row_of(change: i64) -> i64 {
     change >> PLACE_BITS
 }
 
+/// The place of a change number in its outbox row.
+pub fn place_of(change: i64) -> usize {
+    (change & (CHANGES_PER_ROW as i64 - 1)) as usize
+}
+
 /// A change as put in the outbox by one command, waiting for the command to succeed.
 #[derive(Debug)]
 pub struct NewChange {
@@ -102,28 +108,36 @@ pub struct NewChange {
     pub change: Change,
     /// The integration the change came from (inbound), which must not get it back.
     pub origin: Option<String>,
+    /// Whether `change.body` is a reference to the log ([`super::render`]) rather than the
+    /// body itself.
+    pub reference: bool,
 }
 
-/// What an outbox row says of each of its changes, without its bodies: user, kind and body
-/// length, 13 bytes each.
+/// What an outbox row says of each of its changes, without its bodies: user, kind (with
+/// whether the body is a reference) and body length, 13 bytes each.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Head {
     /// The user the change is about.
     pub user_key: i64,
     /// What happened.
     pub kind: i64,
+    /// Whether the body is a reference to the log, to be rendered ([`super::render`]).
+    pub reference: bool,
     /// Length of its body in the row's uncompressed bodies.
     pub len: u32,
 }
 
 const HEAD_BYTES: usize = 13;
 
+/// The bit of a head's kind byte that marks a reference.
+const REFERENCE_BIT: u8 = 0x80;
+
 /// Encodes heads.
 pub fn encode_heads(heads: &[Head]) -> Vec<u8> {
     let mut out = Vec::with_capacity(heads.len() * HEAD_BYTES);
     for h in heads {
         out.extend_from_slice(&h.user_key.to_le_bytes());
-        out.push(h.kind as u8);
+        out.push(h.kind as u8 | if h.reference { REFERENCE_BIT } else { 0 });
         out.extend_from_slice(&h.len.to_le_bytes());
     }
     out
@@ -138,7 +152,8 @@ pub fn decode_heads(bytes: &[u8]) -> Result<Vec<Head>, StoreError> {
         .chunks_exact(HEAD_BYTES)
         .map(|c| Head {
             user_key: i64::from_le_bytes(c[0..8].try_into().expect("8 bytes")),
-            kind: i64::from(c[8]),
+            kind: i64::from(c[8] & !REFERENCE_BIT),
+            reference: c[8] & REFERENCE_BIT != 0,
             len: u32::from_le_bytes(c[9..13].try_into().expect("4 bytes")),
         })
         .collect())
@@ -182,7 +197,8 @@ pub fn insert_changes(
     conn: &Connection,
     changes: &[NewChange],
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<Vec<i64>, StoreError> {
+    let mut rows = Vec::new();
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO outbox (org_key, created_at, origin, heads, body)
@@ -204,6 +220,7 @@ pub fn insert_changes(
             heads.push(Head {
                 user_key: c.user_key,
                 kind: c.change.kind.code(),
+                reference: c.reference,
                 len: c.change.body.len() as u32,
             });
             bodies.extend_from_slice(&c.change.body);
@@ -217,7 +234,126 @@ pub fn insert_changes(
                 lz4_flex::compress_prepend_size(&bodies)
             ])
             .map_err(db)?;
+        rows.push(conn.last_insert_rowid());
     }
+    Ok(rows)
+}
+
+/// The number the next outbox row will take.
+pub fn next_row(conn: &Connection) -> Result<i64, StoreError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(db)?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+/// Whether the outbox holds any change.
+pub fn any(conn: &Connection) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox)")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db)
+}
+
+/// The outbox rows where the events of user `user_key` (those indexed, and `pending` ones)
+/// made changes kept as references.
+pub fn reference_rows(
+    conn: &Connection,
+    org_key: i64,
+    user_key: i64,
+    pending: &[i64],
+) -> Result<BTreeSet<i64>, StoreError> {
+    let mut out = BTreeSet::new();
+    let mut indexed = conn
+        .prepare_cached(
+            "SELECT DISTINCT e.outbox_row FROM user_events ue JOIN events e ON e.seq = ue.seq
+             WHERE ue.org_key = ?1 AND ue.user_key = ?2 AND e.outbox_row IS NOT NULL",
+        )
+        .map_err(db)?;
+    let rows = indexed
+        .query_map(params![org_key, user_key], |r| r.get::<_, i64>(0))
+        .map_err(db)?;
+    for row in rows {
+        out.insert(row.map_err(db)?);
+    }
+    let mut one = conn
+        .prepare_cached(
+            "SELECT outbox_row FROM events WHERE seq = ?1 AND user_key = ?2
+               AND outbox_row IS NOT NULL",
+        )
+        .map_err(db)?;
+    for seq in pending {
+        if let Some(row) = one
+            .query_row(params![seq, user_key], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(db)?
+        {
+            out.insert(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Renders the changes of user `user_key` kept as references in outbox row `row` and puts
+/// their bodies in their place, before the log they refer to changes (see [`super::render`]).
+/// `pending` gives the user's events the per-user index does not list yet.
+pub fn write_out(
+    conn: &Connection,
+    org: &OrganizationId,
+    row: i64,
+    user_key: i64,
+    pending: &dyn Fn(i64) -> Vec<i64>,
+) -> Result<(), StoreError> {
+    let Some((heads, compressed)) = conn
+        .prepare_cached("SELECT heads, body FROM outbox WHERE seq = ?1")
+        .and_then(|mut s| {
+            s.query_row([row], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(db)?
+    else {
+        // Gone already: nobody needed it any more.
+        return Ok(());
+    };
+    let mut heads = decode_heads(&heads)?;
+    let mut bodies = split_bodies(&heads, &compressed)?;
+    let places: Vec<usize> = (0..heads.len())
+        .filter(|&i| heads[i].reference && heads[i].user_key == user_key)
+        .collect();
+    if places.is_empty() {
+        return Ok(());
+    }
+    let rendered = {
+        let changes = places
+            .iter()
+            .map(|&i| {
+                Ok(ToRender {
+                    user_key,
+                    kind: ChangeKind::from_code(heads[i].kind).ok_or_else(|| {
+                        StoreError::Internal(format!("outbox row {row}: unknown kind"))
+                    })?,
+                    reference: &bodies[i],
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        render(conn, org, &changes, pending, &mut States::default())?
+    };
+    for (&i, body) in places.iter().zip(rendered) {
+        heads[i].reference = false;
+        heads[i].len = body.len() as u32;
+        bodies[i] = body;
+    }
+    conn.prepare_cached("UPDATE outbox SET heads = ?1, body = ?2 WHERE seq = ?3")
+        .and_then(|mut s| {
+            s.execute(params![
+                encode_heads(&heads),
+                lz4_flex::compress_prepend_size(&bodies.concat()),
+                row
+            ])
+        })
+        .map_err(db)?;
     Ok(())
 }
 
@@ -466,10 +602,10 @@ pub fn due(
     let mut body = conn
         .prepare_cached("SELECT heads, body FROM outbox WHERE seq = ?1")
         .map_err(db)?;
-    let mut bodies: HashMap<i64, Vec<Vec<u8>>> = HashMap::new();
+    let mut rows: HashMap<i64, (Vec<Head>, Vec<Vec<u8>>)> = HashMap::new();
     for (seq, delivery) in taken {
         let row = row_of(seq);
-        if let std::collections::hash_map::Entry::Vacant(slot) = bodies.entry(row) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(row) {
             let Some((heads, compressed)) = body
                 .query_row([row], |r| {
                     Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
@@ -485,13 +621,15 @@ pub fn due(
                 );
                 continue;
             };
-            slot.insert(split_bodies(&decode_heads(&heads)?, &compressed)?);
+            let heads = decode_heads(&heads)?;
+            let bodies = split_bodies(&heads, &compressed)?;
+            slot.insert((heads, bodies));
         }
         let place = (seq & (CHANGES_PER_ROW as i64 - 1)) as usize;
+        let (heads, bodies) = rows.get_mut(&row).expect("inserted above");
         // Each change is claimed once per round: its body is taken, not copied.
         let change = bodies
-            .get_mut(&row)
-            .and_then(|b| b.get_mut(place))
+            .get_mut(place)
             .map(std::mem::take)
             .ok_or_else(|| StoreError::Internal(format!("change {seq} is not in the outbox")))?;
         out.push((
@@ -500,6 +638,7 @@ pub fn due(
                 delivery,
                 organization_id: rec.integration.organization_id.clone(),
                 body: change,
+                unrendered: heads[place].reference.then_some(seq),
             },
         ));
     }
@@ -722,6 +861,7 @@ mod tests {
                 user_key: n as i64,
                 change: change(ChangeKind::EventCreated, n),
                 origin: None,
+                reference: n % 3 == 0,
             })
             .collect();
         insert_changes(&conn, &changes, Timestamp::from_millis(1)).unwrap();
@@ -738,6 +878,8 @@ mod tests {
             let heads = decode_heads(&heads).unwrap();
             for (head, body) in heads.iter().zip(split_bodies(&heads, &body).unwrap()) {
                 assert_eq!(head.user_key, n as i64);
+                assert_eq!(head.kind, ChangeKind::EventCreated.code());
+                assert_eq!(head.reference, n % 3 == 0);
                 assert_eq!(body, change(ChangeKind::EventCreated, n).body);
                 n += 1;
             }
@@ -763,6 +905,7 @@ mod tests {
                 user_key: 9,
                 change: change(*kind, n),
                 origin: origin.clone(),
+                reference: false,
             })
             .collect();
         insert_changes(&conn, &changes, Timestamp::from_millis(1)).unwrap();

@@ -246,6 +246,26 @@ pub fn event_by_id(
     .map_err(db)
 }
 
+/// The events of an organization whose arrival numbers are in `first..=last`, in arrival
+/// order.
+pub fn events_between(
+    conn: &Connection,
+    org: &OrganizationId,
+    first: i64,
+    last: i64,
+) -> Result<Vec<EventRow>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS}, u.id FROM events e JOIN users u ON u.user_key = e.user_key
+             WHERE e.seq BETWEEN ?1 AND ?2 ORDER BY e.seq"
+        ))
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![first, last], |r| event_from_row(r, org, None))
+        .map_err(db)?;
+    rows.collect::<Result<_, _>>().map_err(db)
+}
+
 /// Which user, for reading its events.
 #[derive(Debug, Clone, Copy)]
 pub struct UserKeys<'a> {

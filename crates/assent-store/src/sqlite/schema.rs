@@ -9,7 +9,7 @@
 use rusqlite::Connection;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const V1: &str = "
 CREATE TABLE meta (
@@ -176,11 +176,20 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     if version < 6 {
         batch_outbox(&tx).map_err(|e| format!("cannot batch the outbox: {e}"))?;
     }
+    if version < 7 {
+        tx.execute_batch(V7)
+            .map_err(|e| format!("cannot link events to the outbox: {e}"))?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| e.to_string())?;
     tx.commit()
         .map_err(|e| format!("cannot commit the migration: {e}"))
 }
+
+/// Version 7: `events.outbox_row` is the outbox row of the changes an event made, when they
+/// were kept as references to the log (see `render`): before a user's history is rewritten,
+/// the writer finds them there and writes their bodies out.
+const V7: &str = "ALTER TABLE events ADD COLUMN outbox_row INTEGER;";
 
 /// Version 6: an outbox row holds the changes of one command (up to 1,024), with their users
 /// and kinds in `heads` and their bodies compressed together in `body`; a change's number is
@@ -216,6 +225,7 @@ fn batch_outbox(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             let heads = encode_heads(&[Head {
                 user_key: row.get(2)?,
                 kind: row.get(3)?,
+                reference: false,
                 len,
             }]);
             insert.execute(rusqlite::params![

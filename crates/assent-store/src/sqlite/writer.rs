@@ -23,6 +23,7 @@ use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
 use super::outbox;
 use super::read::{self, db};
+use super::render::Reference;
 use super::shared::{Fresh, Shared, UserEntry};
 use crate::integrations::{AttemptResult, DueDelivery};
 use crate::{ApiKey, StoreError};
@@ -40,7 +41,7 @@ use assent_model::{
 };
 use rusqlite::{Connection, params};
 use std::any::Any;
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -365,6 +366,8 @@ pub struct Writer {
     /// Changes the running command announced; they go to the outbox, in one row, once it
     /// succeeds.
     outbox_changes: RefCell<Vec<outbox::NewChange>>,
+    /// The outbox row the running command's references go to, once it has chosen it.
+    references_row: std::cell::Cell<Option<i64>>,
     /// How the last change body showed each user, by key: a user's `new_entity` in one write
     /// is its `old_entity` in the next, so it is written once. Forgotten when memory is
     /// rebuilt (a rolled-back version number may come again with other content).
@@ -378,8 +381,14 @@ struct Shown {
     json: Arc<[u8]>,
 }
 
-/// A user before a write: its version, and how the write's change body shows it.
-type ShownBefore = (i64, Arc<[u8]>);
+/// A user as it was before an append, for the change the append makes to it.
+struct Before {
+    version: i64,
+    updated_at: Timestamp,
+    /// How the change shows it, for a user whose change is rendered at once rather than
+    /// kept as a reference (one whose organization user id the append attaches).
+    shown: Option<Arc<[u8]>>,
+}
 
 /// Most users whose last shown form is kept; beyond, the memory starts over.
 const SHOWN_USERS: usize = 100_000;
@@ -412,6 +421,7 @@ impl Writer {
             in_flight: HashMap::new(),
             origin: None,
             outbox_changes: RefCell::new(Vec::new()),
+            references_row: std::cell::Cell::new(None),
             shown: RefCell::new(HashMap::new()),
         })
     }
@@ -780,6 +790,7 @@ impl Writer {
             user_key,
             change: change(),
             origin: self.origin.clone(),
+            reference: false,
         });
         Ok(())
     }
@@ -799,10 +810,23 @@ impl Writer {
         let mut cmd = Cmd::default();
         let executed = self.execute(group, &mut cmd, command, now);
         let announced = std::mem::take(&mut *self.outbox_changes.borrow_mut());
+        let references_row = self.references_row.take();
         let executed = match executed {
             Ok(reply) if !announced.is_empty() => {
                 outbox::insert_changes(&self.conn, &announced, now)
-                    .map(|()| reply)
+                    .and_then(|rows| {
+                        // The command's events name the row of its references: it must be
+                        // the one they took.
+                        if announced.iter().any(|c| c.reference)
+                            && (rows.len() != 1 || Some(rows[0]) != references_row)
+                        {
+                            return Err(StoreError::Internal(format!(
+                                "changes kept as references went to outbox rows {rows:?}, \
+                                 not {references_row:?}"
+                            )));
+                        }
+                        Ok(reply)
+                    })
                     .map_err(Fail::Poison)
             }
             other => other,
@@ -1240,12 +1264,19 @@ impl Writer {
 
         // Phase 2: effects.
         let mask = self.announced(org_key, cmd.announce);
-        // Users as they were, for the announcements (None: created by this request): their
-        // version, and how the change will show them (under the regulation of their last event
-        // in the request), taken now rather than as a copy of the whole user.
-        let mut before: Vec<(i64, Option<ShownBefore>)> = Vec::new();
+        // Changes are kept as references to the log, in the outbox row this command's
+        // changes will take (see `render`); its events record it.
+        let outbox_row = if mask != 0 {
+            Some(fatal(outbox::next_row(&self.conn))?)
+        } else {
+            None
+        };
+        self.references_row.set(outbox_row);
+        // Users as they were, for the announcements (None: created by this request).
+        let mut before: Vec<(i64, Option<Before>)> = Vec::new();
         if mask & USER_CHANGES != 0 {
             let created: HashSet<i64> = cmd.created.iter().map(|e| e.key).collect();
+            let attached: HashSet<i64> = cmd.attached.iter().map(|(k, _)| *k).collect();
             let mut shown_under: HashMap<i64, &Regulation> = HashMap::new();
             for plan in &plans {
                 if let Plan::New { key, input, .. } = plan {
@@ -1261,10 +1292,13 @@ impl Writer {
                     } else {
                         fatal(self.entry(org, *key))?;
                         let record = &self.cache.get(*key).expect("loaded above").record;
-                        Some((
-                            record.version,
-                            self.shown_json(*key, record, shown_under[key]),
-                        ))
+                        Some(Before {
+                            version: record.version,
+                            updated_at: record.updated_at,
+                            shown: attached
+                                .contains(key)
+                                .then(|| self.shown_json(*key, record, shown_under[key])),
+                        })
                     };
                     before.push((*key, old));
                 }
@@ -1292,8 +1326,8 @@ impl Writer {
         let mut insert = fatal(
             self.conn
                 .prepare_cached(
-                    "INSERT INTO events (seq, org_key, user_key, id, created_at, updated_at, status, regulation, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8)",
+                    "INSERT INTO events (seq, org_key, user_key, id, created_at, updated_at, status, regulation, body, outbox_row)
+                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(db),
         )?;
@@ -1314,7 +1348,8 @@ impl Writer {
                                 created_at.millis(),
                                 status_code(input.status),
                                 input.regulation.as_str(),
-                                input.body_json
+                                input.body_json,
+                                outbox_row
                             ])
                             .map_err(db),
                     )?;
@@ -1378,27 +1413,24 @@ impl Writer {
             .collect())
     }
 
-    /// Announces appended events, and the change of each user they touched (phase 2).
+    /// Announces appended events, and the change of each user they touched (phase 2): as
+    /// references to the log, except the changes of users shown at once (`Before::shown`).
     fn announce_appended(
         &self,
         mask: u8,
         org_key: i64,
         made: &[ConsentEvent],
         keys: &[i64],
-        before: Vec<(i64, Option<ShownBefore>)>,
+        before: Vec<(i64, Option<Before>)>,
     ) -> Result<(), StoreError> {
-        // Each event is written once, for its `event.created` and as the `source` of its
-        // user's change.
-        let events: Vec<OnceCell<Vec<u8>>> = made.iter().map(|_| OnceCell::new()).collect();
-        let event = |i: usize| events[i].get_or_init(|| event_json(&made[i])).as_slice();
-        for (i, key) in keys.iter().enumerate() {
-            self.announce(
+        for (event, key) in made.iter().zip(keys) {
+            self.announce_reference(
                 mask,
                 org_key,
                 *key,
-                || Change::event_created_from_json(event(i)),
                 ChangeKind::EventCreated,
-            )?;
+                Reference::Event { seq: event.seq },
+            );
         }
         for (key, old) in before {
             let Some(entry) = self.cache.get(key) else {
@@ -1406,31 +1438,90 @@ impl Writer {
             };
             if old
                 .as_ref()
-                .is_some_and(|(version, _)| *version == entry.record.version)
+                .is_some_and(|b| b.version == entry.record.version)
             {
                 continue;
             }
-            let source = (0..made.len()).rev().find(|&i| keys[i] == key);
+            let mine = || (0..made.len()).filter(|&i| keys[i] == key);
+            let (Some(first), Some(last)) = (mine().next(), mine().next_back()) else {
+                continue;
+            };
             let kind = if old.is_some() {
                 ChangeKind::UserUpdated
             } else {
                 ChangeKind::UserCreated
             };
-            self.announce(
-                mask,
-                org_key,
-                key,
-                || {
-                    let regulation = Change::regulation_of(source.map(|i| &made[i]));
-                    let new = self.shown_json(key, &entry.record, &regulation);
-                    Change::user_changed_from_json(
-                        old.as_ref().map(|(_, json)| &**json),
-                        &new,
-                        source.map(event),
-                    )
-                },
+            match old {
+                Some(Before {
+                    shown: Some(old_json),
+                    ..
+                }) => self.announce(
+                    mask,
+                    org_key,
+                    key,
+                    || {
+                        let source = &made[last];
+                        let new = self.shown_json(key, &entry.record, &source.regulation);
+                        Change::user_changed_from_json(
+                            Some(&old_json),
+                            &new,
+                            Some(&event_json(source)),
+                        )
+                    },
+                    kind,
+                )?,
+                old => self.announce_reference(
+                    mask,
+                    org_key,
+                    key,
+                    kind,
+                    Reference::User {
+                        old: old.map(|b| (b.version, b.updated_at.millis())),
+                        new: (entry.record.version, entry.record.updated_at.millis()),
+                        first: made[first].seq,
+                        last: made[last].seq,
+                    },
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a change in the outbox as a reference to the log, if its kind is in `mask`
+    /// (phase 2).
+    fn announce_reference(
+        &self,
+        mask: u8,
+        org_key: i64,
+        user_key: i64,
+        kind: ChangeKind,
+        reference: Reference,
+    ) {
+        if mask & kind.bit() == 0 {
+            return;
+        }
+        self.outbox_changes.borrow_mut().push(outbox::NewChange {
+            org_key,
+            user_key,
+            change: Change {
                 kind,
-            )?;
+                body: reference.encode(),
+            },
+            origin: self.origin.clone(),
+            reference: true,
+        });
+    }
+
+    /// Writes out the bodies of user `key`'s changes still kept as references to its log,
+    /// before its history is rewritten or it is edited outside events (see `render`).
+    fn write_out_references(&mut self, org: &OrganizationId, key: i64) -> Result<(), StoreError> {
+        if !outbox::any(&self.conn)? {
+            return Ok(());
+        }
+        let entry = self.entry(org, key)?;
+        let (org_key, pending) = (entry.org_key, entry.pending.clone());
+        for row in outbox::reference_rows(&self.conn, org_key, key, &pending)? {
+            outbox::write_out(&self.conn, org, row, key, &|_| pending.clone())?;
         }
         Ok(())
     }
@@ -1518,6 +1609,9 @@ impl Writer {
                 attach_organization_user_id,
             } => {
                 if let Some(o) = attach_organization_user_id {
+                    // This edits the user outside its events: its changes still kept as
+                    // references to its log are written out first.
+                    self.write_out_references(org, key)?;
                     self.conn
                         .execute(
                             "UPDATE users SET organization_user_id = ?1 WHERE user_key = ?2",
@@ -1595,6 +1689,7 @@ impl Writer {
         let row = read::event_by_id(&self.conn, org, org_key, id)?
             .ok_or_else(|| StoreError::not_found(format!("event '{id}' not found")))?;
         let mask = self.announced(org_key, cmd.announce);
+        fatal(self.write_out_references(org, row.user_key))?;
         let old_user = fatal(self.old_user(mask, org, row.user_key))?;
         let mut event = row.event.clone();
         patch.apply_to(&mut event, now);
@@ -1641,6 +1736,7 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let seqs: Vec<i64> = doomed.iter().map(|e| e.seq).collect();
         let seqs = &seqs[..];
+        self.write_out_references(org, user_key)?;
         let old_user = self.old_user(mask, org, user_key)?;
         let org_key = self.entry(org, user_key)?.org_key;
         {
@@ -1871,6 +1967,7 @@ impl Writer {
 
         // Phase 2.
         let mask = self.announced(org_key, cmd.announce);
+        fatal(self.write_out_references(org, found.key))?;
         let old_user = fatal(self.old_user(mask, org, found.key))?;
         let entry = fatal(self.entry(org, found.key))?;
         if let Some(o) = new_ouid {
@@ -1916,6 +2013,7 @@ impl Writer {
         ));
 
         // Phase 2.
+        fatal(self.write_out_references(org, found.key))?;
         fatal(admin::erase_proofs_of(&self.conn, org_key, found.key))?;
         fatal(self.erase_rows(found.key, &seqs))?;
         if let Some(entry) = self.cache.get(found.key) {

@@ -466,6 +466,164 @@ async fn a_flaky_receiver_gets_every_change_once_in_order_per_user(#[case] backe
     }
 }
 
+/// The SQLite store keeps the changes of appended events as references to its log and renders
+/// them when they are delivered; a change delivered after its user's history was rewritten
+/// (an event deleted, another confirmed, the profile edited, an organization user id attached)
+/// still shows the user and the events as they were when it was made.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn changes_delivered_after_the_history_changed_show_it_as_it_was(#[case] backend: Backend) {
+    let mut delivery = test_delivery();
+    delivery.delivery_retry_schedule = ["200ms"; 40].join(",").parse().unwrap();
+    let Some(server) = TestServer::start_with(backend, delivery).await else {
+        return;
+    };
+    let api = server.client().await;
+    // Down while the history is written and rewritten: only each user's first change is
+    // attempted (and fails); the others wait behind it.
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    webhook(&api, &receiver.url(), json!({})).await;
+
+    let mut e1 = event_for("alice", "news", true);
+    e1["user"]["metadata"] = json!({"plan": "free"});
+    let e1 = api.event(e1).await;
+    let view1 = api.user_by_ouid("alice").await;
+    let e2 = api.event(event_for("alice", "news", false)).await;
+    let view2 = api.user_by_ouid("alice").await;
+    let mut e3 = event_for("alice", "ads", true);
+    e3["status"] = json!("pending_approval");
+    let e3 = api.event(e3).await;
+    let bob1 = api
+        .event(json!({"user": {"id": "bob-1"}, "consents": {"purposes": [{"id": "news", "enabled": true}]}}))
+        .await;
+    api.event(json!({"user": {"id": "bob-1", "organization_user_id": "bob"}}))
+        .await;
+
+    let (status, _) = api
+        .patch(
+            "/v1/consents/users/alice?$by_organization_user_id=true",
+            json!({"metadata": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .delete(&format!(
+            "/v1/consents/events/{}",
+            e1["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(status.is_success(), "{status}");
+    let (status, _) = api
+        .patch(
+            &format!("/v1/consents/events/{}", e3["id"].as_str().unwrap()),
+            json!({"status": "confirmed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    *receiver.mode.lock().unwrap() = Mode::Ok;
+    let alice_changes = 10;
+    let bob_changes = 4;
+    receiver
+        .wait_for(Duration::from_secs(20), |got| {
+            got.len() >= alice_changes + bob_changes
+        })
+        .await;
+    let got = receiver.acknowledged();
+    let of = |user_id: &Value| -> Vec<Value> {
+        got.iter()
+            .map(|r| r.body.clone())
+            .filter(|b| {
+                let p = &b["parameters"];
+                [&p["entity"], &p["new_entity"], &p["old_entity"]]
+                    .iter()
+                    .any(|e| e["user"]["id"] == *user_id || e["id"] == *user_id)
+            })
+            .collect()
+    };
+    let alice = of(&view1["id"]);
+    let kinds: Vec<&str> = alice.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "event.created",
+            "user.created",
+            "event.created",
+            "user.updated",
+            "event.created",
+            "user.updated",
+            "event.deleted",
+            "user.updated",
+            "event.updated",
+            "user.updated"
+        ],
+        "alice's changes, in order"
+    );
+    // The first event as it was, though deleted since.
+    assert_eq!(alice[0]["parameters"]["entity"]["id"], e1["id"]);
+    assert_eq!(
+        alice[0]["parameters"]["entity"]["consents"]["purposes"][0]["enabled"],
+        true
+    );
+    // The user as the API showed it after each event, though its history changed since.
+    assert_eq!(alice[1]["parameters"]["new_entity"], view1);
+    assert_eq!(alice[1]["parameters"]["source"]["id"], e1["id"]);
+    assert_eq!(alice[3]["parameters"]["old_entity"], view1);
+    assert_eq!(alice[3]["parameters"]["new_entity"], view2);
+    assert_eq!(alice[3]["parameters"]["source"]["id"], e2["id"]);
+    // The pending event as it was made, though confirmed since.
+    assert_eq!(
+        alice[4]["parameters"]["entity"]["status"],
+        "pending_approval"
+    );
+    // The profile edit starts from the user after its events, and shows the new plan.
+    assert_eq!(alice[5]["parameters"]["old_entity"], view2);
+    assert_eq!(
+        alice[5]["parameters"]["new_entity"]["metadata"]["plan"],
+        "pro"
+    );
+    // The last change: e1 gone, e3 confirmed.
+    let last = &alice[9]["parameters"]["new_entity"]["consents"]["purposes"];
+    assert_eq!(
+        last,
+        &json!([{"id": "ads", "enabled": true, "enabled_li": null},
+                            {"id": "news", "enabled": false, "enabled_li": null}])
+    );
+
+    // Bob was made without an organization user id; the second event attached one.
+    let bob = of(&bob1["user"]["id"]);
+    let kinds: Vec<&str> = bob.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "event.created",
+            "user.created",
+            "event.created",
+            "user.updated"
+        ]
+    );
+    assert!(
+        bob[1]["parameters"]["new_entity"]
+            .get("organization_user_id")
+            .is_none(),
+        "{}",
+        bob[1]
+    );
+    assert!(
+        bob[3]["parameters"]["old_entity"]
+            .get("organization_user_id")
+            .is_none(),
+        "{}",
+        bob[3]
+    );
+    assert_eq!(
+        bob[3]["parameters"]["new_entity"]["organization_user_id"],
+        "bob"
+    );
+}
+
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
@@ -876,6 +1034,9 @@ fn serve_delivering(dir: &std::path::Path) -> crate::process::Process {
         "127.0.0.0/8".as_ref(),
         "--delivery-retry-schedule".as_ref(),
         "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms".as_ref(),
+        // The suite keeps every core busy: low-priority deliveries would starve.
+        "--delivery-priority".as_ref(),
+        "normal".as_ref(),
     ])
 }
 
@@ -974,6 +1135,9 @@ async fn three_nodes_deliver_each_change_once_in_order_per_user() {
                 "127.0.0.0/8".as_ref(),
                 "--delivery-retry-schedule".as_ref(),
                 "50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms,50ms".as_ref(),
+                // The suite keeps every core busy: low-priority deliveries would starve.
+                "--delivery-priority".as_ref(),
+                "normal".as_ref(),
             ])
         })
         .collect();
