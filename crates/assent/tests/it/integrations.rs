@@ -476,7 +476,7 @@ async fn a_flaky_receiver_gets_every_change_once_in_order_per_user(#[case] backe
 #[tokio::test]
 async fn changes_delivered_after_the_history_changed_show_it_as_it_was(#[case] backend: Backend) {
     let mut delivery = test_delivery();
-    delivery.delivery_retry_schedule = ["200ms"; 40].join(",").parse().unwrap();
+    delivery.delivery_retry_schedule = ["200ms"; 150].join(",").parse().unwrap();
     let Some(server) = TestServer::start_with(backend, delivery).await else {
         return;
     };
