@@ -323,6 +323,14 @@ async fn attempt(
     let at = Timestamp::now();
     let started = Instant::now();
     let sent = match integration.type_id {
+        // Never expected: the store could not render the change (it logged why). The attempt
+        // fails and follows the schedule, so the delivery ends parked, not stuck.
+        _ if due.unrendered.is_some() => Err(webhook::Failure {
+            response_code: None,
+            error: "the change could not be rendered; the server log says why".to_owned(),
+            retry_after: None,
+            gone: false,
+        }),
         IntegrationType::WebhookHttp => webhook::send(client, tokens, integration, &due)
             .await
             .map(connectors::Sent::Answered),

@@ -180,7 +180,7 @@ async fn write_users(tx: &Transaction<'_>, users: &[&PgUser]) -> Result<(), TxEr
 }
 
 /// Folds the pending events of a locked user into it and forgets them as pending.
-async fn absorb_pending(tx: &Transaction<'_>, user: &mut PgUser) -> Result<(), TxError> {
+async fn absorb_pending(tx: &Transaction<'_>, user: &mut PgUser) -> Result<Absorbed, TxError> {
     let org = user.record.organization_id.clone();
     let stmt = tx
         .prepare_cached(
@@ -192,6 +192,7 @@ async fn absorb_pending(tx: &Transaction<'_>, user: &mut PgUser) -> Result<(), T
         .await?;
     let rows = tx.query(&stmt, &[&org.as_str(), &user.key]).await?;
     let mut seqs = Vec::with_capacity(rows.len());
+    let mut absorbed = Absorbed::default();
     for row in &rows {
         let seq: i64 = row.get(0);
         let body: &[u8] = row.get(3);
@@ -206,14 +207,25 @@ async fn absorb_pending(tx: &Transaction<'_>, user: &mut PgUser) -> Result<(), T
                 seq,
             },
         );
-        user.record.version += i64::from(row.get::<_, i16>(5));
-        user.record.updated_at = user
-            .record
-            .updated_at
-            .max(Timestamp::from_millis(row.get(4)));
+        let bump = i64::from(row.get::<_, i16>(5));
+        let at = Timestamp::from_millis(row.get(4));
+        user.record.version += bump;
+        user.record.updated_at = user.record.updated_at.max(at);
+        absorbed.bumps += bump;
+        absorbed.updated_at = absorbed.updated_at.max(Some(at));
         seqs.push(seq);
     }
-    forget_pending(tx, &org, user.key, &seqs).await
+    forget_pending(tx, &org, user.key, &seqs).await?;
+    Ok(absorbed)
+}
+
+/// What folding a user's pending events in did to its version and `updated_at`.
+#[derive(Default)]
+struct Absorbed {
+    /// Versions added.
+    bumps: i64,
+    /// The latest `updated_at` of the events folded in.
+    updated_at: Option<Timestamp>,
 }
 
 async fn forget_pending(
@@ -692,13 +704,14 @@ async fn lock_for_fold(
     let mut users = retry(read::lock_users(tx, org, keys).await)?;
     let mut before = Vec::with_capacity(users.len());
     for user in &mut users {
-        absorb_pending(tx, user).await?;
+        let absorbed = absorb_pending(tx, user).await?;
         before.push((!created.contains(&user.key)).then(|| {
             let mut old = user.record.clone();
+            // Attached earlier in this request: as it was before, with its pending events.
             if let Some((version, updated_at)) = attached.get(&user.key) {
                 old.organization_user_id = None;
-                old.version = *version;
-                old.updated_at = *updated_at;
+                old.version = version + absorbed.bumps;
+                old.updated_at = (*updated_at).max(absorbed.updated_at.unwrap_or(*updated_at));
             }
             old
         }));

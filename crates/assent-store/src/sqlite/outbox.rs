@@ -13,7 +13,7 @@ use assent_model::integration::{
 use assent_model::query::Page;
 use assent_model::{OrganizationId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 const COLUMNS: &str =
     "integration_key, id, type_id, enabled, config, cursor, created_at, updated_at";
@@ -256,25 +256,28 @@ pub fn any(conn: &Connection) -> Result<bool, StoreError> {
 }
 
 /// The outbox rows where the events of user `user_key` (those indexed, and `pending` ones)
-/// made changes kept as references.
+/// made changes kept as references, with those events, oldest first.
 pub fn reference_rows(
     conn: &Connection,
     org_key: i64,
     user_key: i64,
     pending: &[i64],
-) -> Result<BTreeSet<i64>, StoreError> {
-    let mut out = BTreeSet::new();
+) -> Result<BTreeMap<i64, Vec<i64>>, StoreError> {
+    let mut out: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut indexed = conn
         .prepare_cached(
-            "SELECT DISTINCT e.outbox_row FROM user_events ue JOIN events e ON e.seq = ue.seq
+            "SELECT e.outbox_row, e.seq FROM user_events ue JOIN events e ON e.seq = ue.seq
              WHERE ue.org_key = ?1 AND ue.user_key = ?2 AND e.outbox_row IS NOT NULL",
         )
         .map_err(db)?;
     let rows = indexed
-        .query_map(params![org_key, user_key], |r| r.get::<_, i64>(0))
+        .query_map(params![org_key, user_key], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
         .map_err(db)?;
     for row in rows {
-        out.insert(row.map_err(db)?);
+        let (row, seq) = row.map_err(db)?;
+        out.entry(row).or_default().push(seq);
     }
     let mut one = conn
         .prepare_cached(
@@ -288,21 +291,34 @@ pub fn reference_rows(
             .optional()
             .map_err(db)?
         {
-            out.insert(row);
+            out.entry(row).or_default().push(*seq);
         }
     }
     Ok(out)
 }
 
+/// Forgets that events `seqs` made changes kept as references (they are written out).
+pub fn forget_references(conn: &Connection, seqs: &[i64]) -> Result<(), StoreError> {
+    let mut update = conn
+        .prepare_cached("UPDATE events SET outbox_row = NULL WHERE seq = ?1")
+        .map_err(db)?;
+    for seq in seqs {
+        update.execute([seq]).map_err(db)?;
+    }
+    Ok(())
+}
+
 /// Renders the changes of user `user_key` kept as references in outbox row `row` and puts
 /// their bodies in their place, before the log they refer to changes (see [`super::render`]).
-/// `pending` gives the user's events the per-user index does not list yet.
+/// `pending` gives the user's events the per-user index does not list yet; `states` carries
+/// the user's states from one row to the next (rows are best written out oldest first).
 pub fn write_out(
     conn: &Connection,
     org: &OrganizationId,
     row: i64,
     user_key: i64,
     pending: &dyn Fn(i64) -> Vec<i64>,
+    states: &mut States,
 ) -> Result<(), StoreError> {
     let Some((heads, compressed)) = conn
         .prepare_cached("SELECT heads, body FROM outbox WHERE seq = ?1")
@@ -338,7 +354,7 @@ pub fn write_out(
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        render(conn, org, &changes, pending, &mut States::default())?
+        render(conn, org, &changes, pending, states)?
     };
     for (&i, body) in places.iter().zip(rendered) {
         heads[i].reference = false;

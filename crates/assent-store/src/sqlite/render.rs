@@ -271,8 +271,8 @@ impl Renderer {
     }
 
     /// Puts in place the body of each delivery of `due` kept as a reference. A delivery whose
-    /// body cannot be rendered (never expected) is logged and left out: it stays taken until
-    /// its lease ends, and the others go out.
+    /// body cannot be rendered (never expected) is logged and keeps its `unrendered`: its
+    /// attempt then fails and follows the retry schedule, and the others go out.
     pub fn render_due(&mut self, mut due: Vec<DueDelivery>) -> Vec<DueDelivery> {
         let mut wanted: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
         for (i, d) in due.iter_mut().enumerate() {
@@ -311,7 +311,6 @@ impl Renderer {
                 due[i].body = body;
             }
         }
-        due.retain(|d| d.unrendered.is_none());
         due
     }
 

@@ -23,7 +23,7 @@ use super::cache::{Identity, UserCache};
 use super::codec::{StoredId, next_seq, seq_time, status_code};
 use super::outbox;
 use super::read::{self, db};
-use super::render::Reference;
+use super::render::{Reference, States};
 use super::shared::{Fresh, Shared, UserEntry};
 use crate::integrations::{AttemptResult, DueDelivery};
 use crate::{ApiKey, StoreError};
@@ -1513,15 +1513,23 @@ impl Writer {
     }
 
     /// Writes out the bodies of user `key`'s changes still kept as references to its log,
-    /// before its history is rewritten or it is edited outside events (see `render`).
+    /// before its history is rewritten or it is edited outside events (see `render`). A row
+    /// that cannot be written out (never expected) is logged and left: its deliveries then
+    /// fail to render and end parked, and the operation goes on.
     fn write_out_references(&mut self, org: &OrganizationId, key: i64) -> Result<(), StoreError> {
         if !outbox::any(&self.conn)? {
             return Ok(());
         }
         let entry = self.entry(org, key)?;
         let (org_key, pending) = (entry.org_key, entry.pending.clone());
-        for row in outbox::reference_rows(&self.conn, org_key, key, &pending)? {
-            outbox::write_out(&self.conn, org, row, key, &|_| pending.clone())?;
+        let mut states = States::default();
+        for (row, seqs) in outbox::reference_rows(&self.conn, org_key, key, &pending)? {
+            match outbox::write_out(&self.conn, org, row, key, &|_| pending.clone(), &mut states) {
+                Ok(()) => outbox::forget_references(&self.conn, &seqs)?,
+                Err(e) => {
+                    tracing::error!(row, user = key, error = %e, "cannot write out the changes of an outbox row");
+                }
+            }
         }
         Ok(())
     }
@@ -1922,6 +1930,9 @@ impl Writer {
             .organization_user_id
             .clone()
             .filter(|o| found.organization_user_id.as_ref() != Some(o));
+        // The edit (and the new id, whose row is updated below) changes the user outside its
+        // events: its changes still kept as references are written out first.
+        self.write_out_references(org, found.key)?;
         if let Some(o) = &new_ouid {
             if let Some(other) =
                 self.find(cmd, org_key, &UserSelector::OrganizationUserId(o.clone()))?
@@ -1967,7 +1978,6 @@ impl Writer {
 
         // Phase 2.
         let mask = self.announced(org_key, cmd.announce);
-        fatal(self.write_out_references(org, found.key))?;
         let old_user = fatal(self.old_user(mask, org, found.key))?;
         let entry = fatal(self.entry(org, found.key))?;
         if let Some(o) = new_ouid {

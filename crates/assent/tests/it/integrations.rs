@@ -500,6 +500,14 @@ async fn changes_delivered_after_the_history_changed_show_it_as_it_was(#[case] b
         .await;
     api.event(json!({"user": {"id": "bob-1", "organization_user_id": "bob"}}))
         .await;
+    let carol = api.event(event_for("carol", "news", true)).await;
+    let (status, _) = api
+        .patch(
+            "/v1/consents/users/carol?$by_organization_user_id=true",
+            json!({"organization_user_id": "carol-2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     let (status, _) = api
         .patch(
@@ -526,9 +534,10 @@ async fn changes_delivered_after_the_history_changed_show_it_as_it_was(#[case] b
     *receiver.mode.lock().unwrap() = Mode::Ok;
     let alice_changes = 10;
     let bob_changes = 4;
+    let carol_changes = 3;
     receiver
         .wait_for(Duration::from_secs(20), |got| {
-            got.len() >= alice_changes + bob_changes
+            got.len() >= alice_changes + bob_changes + carol_changes
         })
         .await;
     let got = receiver.acknowledged();
@@ -621,6 +630,23 @@ async fn changes_delivered_after_the_history_changed_show_it_as_it_was(#[case] b
     assert_eq!(
         bob[3]["parameters"]["new_entity"]["organization_user_id"],
         "bob"
+    );
+
+    // Carol's organization user id was changed by a profile edit after her first event.
+    let carol = of(&carol["user"]["id"]);
+    let kinds: Vec<&str> = carol.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["event.created", "user.created", "user.updated"]);
+    assert_eq!(
+        carol[1]["parameters"]["new_entity"]["organization_user_id"],
+        "carol"
+    );
+    assert_eq!(
+        carol[2]["parameters"]["old_entity"]["organization_user_id"],
+        "carol"
+    );
+    assert_eq!(
+        carol[2]["parameters"]["new_entity"]["organization_user_id"],
+        "carol-2"
     );
 }
 
