@@ -44,9 +44,10 @@ pub struct WorkerConfig {
 pub enum Priority {
     /// As request handling.
     Normal,
-    /// Below request handling (Linux niceness 9): while requests keep the CPUs busy, a busy
-    /// request thread gets about ten times the CPU time of a busy delivery thread, so a burst
-    /// of writes is not slowed much by the deliveries it causes; they catch up after it.
+    /// Below request handling (Linux niceness 19): while requests keep the CPUs busy, a busy
+    /// delivery thread gets about a seventieth of the CPU time of a busy request thread, so a
+    /// burst of writes is barely slowed by the deliveries it causes, which still progress and
+    /// catch up after it.
     #[default]
     Low,
     /// Only when no request needs the CPU (Linux `SCHED_IDLE`): a burst of writes keeps
@@ -75,10 +76,11 @@ pub struct Worker {
     done: oneshot::Receiver<()>,
 }
 
-/// The scheduling priority of the worker's threads at [`Priority::Low`]: on Linux, niceness 9
-/// (the scheduler then gives a busy request thread about ten times the CPU time of a busy
-/// delivery thread, and the deliveries all of it when requests idle).
-const LOW_PRIORITY: u8 = 23;
+/// The scheduling priority of the worker's threads at [`Priority::Low`]: on Linux, niceness 19,
+/// the lowest of the normal policy (the scheduler then gives a busy request thread about
+/// seventy times the CPU time of a busy delivery thread, and the deliveries all of it when
+/// requests idle).
+const LOW_PRIORITY: u8 = 0;
 
 impl Worker {
     /// Starts the worker on `store`, on threads of its own.
