@@ -96,6 +96,20 @@ impl Serialize for ConsentsJson<'_> {
     }
 }
 
+/// Writes field `key` unless it is `empty` (the views skip empty maps and lists).
+fn unless_empty<S: SerializeStruct>(
+    out: &mut S,
+    key: &'static str,
+    empty: bool,
+    value: &impl Serialize,
+) -> Result<(), S::Error> {
+    if empty {
+        out.skip_field(key)
+    } else {
+        out.serialize_field(key, value)
+    }
+}
+
 /// Metadata keys without the removed ones (set to `null`), as `render_keys` shows them.
 struct Keys<'a>(&'a StampedMap<Value>);
 
@@ -139,26 +153,21 @@ impl Serialize for Purpose<'_> {
         out.serialize_field("enabled", &p.enabled.as_ref().map(|l| l.0))?;
         out.serialize_field("enabled_li", &p.enabled_li.as_ref().map(|l| l.0))?;
         let metadata = Keys(&p.metadata);
-        if metadata.is_empty() {
-            out.skip_field("metadata")?;
-        } else {
-            out.serialize_field("metadata", &metadata)?;
-        }
-        if p.values.is_empty() {
-            out.skip_field("values")?;
-        } else {
-            out.serialize_field("values", &Values(&p.values))?;
-        }
-        if p.preferences.is_empty() {
-            out.skip_field("preferences")?;
-        } else {
-            out.serialize_field("preferences", &Preferences(&p.preferences))?;
-        }
-        if p.channels.is_empty() {
-            out.skip_field("channels")?;
-        } else {
-            out.serialize_field("channels", &Channels(&p.channels))?;
-        }
+        unless_empty(&mut out, "metadata", metadata.is_empty(), &metadata)?;
+        unless_empty(&mut out, "values", p.values.is_empty(), &Values(&p.values))?;
+        let preferences = Preferences(&p.preferences);
+        unless_empty(
+            &mut out,
+            "preferences",
+            p.preferences.is_empty(),
+            &preferences,
+        )?;
+        unless_empty(
+            &mut out,
+            "channels",
+            p.channels.is_empty(),
+            &Channels(&p.channels),
+        )?;
         out.end()
     }
 }
@@ -195,16 +204,13 @@ impl Serialize for Preferences<'_> {
                 out.serialize_field("id", self.0)?;
                 out.serialize_field("enabled", &p.enabled.as_ref().map(|l| l.0))?;
                 let metadata = Keys(&p.metadata);
-                if metadata.is_empty() {
-                    out.skip_field("metadata")?;
-                } else {
-                    out.serialize_field("metadata", &metadata)?;
-                }
-                if p.channels.is_empty() {
-                    out.skip_field("channels")?;
-                } else {
-                    out.serialize_field("channels", &Channels(&p.channels))?;
-                }
+                unless_empty(&mut out, "metadata", metadata.is_empty(), &metadata)?;
+                unless_empty(
+                    &mut out,
+                    "channels",
+                    p.channels.is_empty(),
+                    &Channels(&p.channels),
+                )?;
                 out.end()
             }
         }
@@ -228,11 +234,7 @@ impl Serialize for Channels<'_> {
                 out.serialize_field("id", self.0)?;
                 out.serialize_field("enabled", &c.enabled.as_ref().map(|l| l.0))?;
                 let metadata = Keys(&c.metadata);
-                if metadata.is_empty() {
-                    out.skip_field("metadata")?;
-                } else {
-                    out.serialize_field("metadata", &metadata)?;
-                }
+                unless_empty(&mut out, "metadata", metadata.is_empty(), &metadata)?;
                 out.end()
             }
         }

@@ -366,19 +366,6 @@ pub struct Writer {
     /// Changes the running command announced; they go to the outbox, in one row, once it
     /// succeeds.
     outbox_changes: RefCell<Vec<outbox::NewChange>>,
-    /// The outbox row the running command's references go to, once it has chosen it.
-    references_row: std::cell::Cell<Option<i64>>,
-    /// How the last change body showed each user, by key: a user's `new_entity` in one write
-    /// is its `old_entity` in the next, so it is written once. Forgotten when memory is
-    /// rebuilt (a rolled-back version number may come again with other content).
-    shown: RefCell<HashMap<i64, Shown>>,
-}
-
-/// A user as a change body showed it.
-struct Shown {
-    version: i64,
-    regulation: Regulation,
-    json: Arc<[u8]>,
 }
 
 /// A user as it was before an append, for the change the append makes to it.
@@ -387,11 +374,8 @@ struct Before {
     updated_at: Timestamp,
     /// How the change shows it, for a user whose change is rendered at once rather than
     /// kept as a reference (one whose organization user id the append attaches).
-    shown: Option<Arc<[u8]>>,
+    shown: Option<Vec<u8>>,
 }
-
-/// Most users whose last shown form is kept; beyond, the memory starts over.
-const SHOWN_USERS: usize = 100_000;
 
 impl Writer {
     /// A writer on `conn`, continuing the arrival sequence of the store.
@@ -421,8 +405,6 @@ impl Writer {
             in_flight: HashMap::new(),
             origin: None,
             outbox_changes: RefCell::new(Vec::new()),
-            references_row: std::cell::Cell::new(None),
-            shown: RefCell::new(HashMap::new()),
         })
     }
 
@@ -732,7 +714,6 @@ impl Writer {
     /// are refused: memory that misses events must neither serve nor flush.
     fn recover(&mut self) {
         self.cache.clear();
-        self.shown.borrow_mut().clear();
         self.cycle = None;
         self.reload_subscriptions();
         match self.replay() {
@@ -810,25 +791,11 @@ impl Writer {
         let mut cmd = Cmd::default();
         let executed = self.execute(group, &mut cmd, command, now);
         let announced = std::mem::take(&mut *self.outbox_changes.borrow_mut());
-        let references_row = self.references_row.take();
         let executed = match executed {
-            Ok(reply) if !announced.is_empty() => {
-                outbox::insert_changes(&self.conn, &announced, now)
-                    .and_then(|rows| {
-                        // The command's events name the row of its references: it must be
-                        // the one they took.
-                        if announced.iter().any(|c| c.reference)
-                            && (rows.len() != 1 || Some(rows[0]) != references_row)
-                        {
-                            return Err(StoreError::Internal(format!(
-                                "changes kept as references went to outbox rows {rows:?}, \
-                                 not {references_row:?}"
-                            )));
-                        }
-                        Ok(reply)
-                    })
-                    .map_err(Fail::Poison)
-            }
+            Ok(reply) if !announced.is_empty() => self
+                .insert_announced(&announced, now)
+                .map(|()| reply)
+                .map_err(Fail::Poison),
             other => other,
         };
         match executed {
@@ -861,6 +828,23 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Puts a command's announced changes in the outbox. Its events recorded the next row as
+    /// the row of its references (see `append`): the references must all go there.
+    fn insert_announced(
+        &self,
+        announced: &[outbox::NewChange],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let expected = outbox::next_row(&self.conn)?;
+        let rows = outbox::insert_changes(&self.conn, announced, now)?;
+        if announced.iter().any(|c| c.reference) && rows != [expected] {
+            return Err(StoreError::Internal(format!(
+                "changes kept as references went to outbox rows {rows:?}, not {expected}"
+            )));
+        }
+        Ok(())
     }
 
     fn step(&self, sql: &str) -> Result<(), StoreError> {
@@ -1271,7 +1255,6 @@ impl Writer {
         } else {
             None
         };
-        self.references_row.set(outbox_row);
         // Users as they were, for the announcements (None: created by this request).
         let mut before: Vec<(i64, Option<Before>)> = Vec::new();
         if mask & USER_CHANGES != 0 {
@@ -1297,7 +1280,7 @@ impl Writer {
                             updated_at: record.updated_at,
                             shown: attached
                                 .contains(key)
-                                .then(|| self.shown_json(*key, record, shown_under[key])),
+                                .then(|| user_json(record, shown_under[key])),
                         })
                     };
                     before.push((*key, old));
@@ -1461,7 +1444,7 @@ impl Writer {
                     key,
                     || {
                         let source = &made[last];
-                        let new = self.shown_json(key, &entry.record, &source.regulation);
+                        let new = user_json(&entry.record, &source.regulation);
                         Change::user_changed_from_json(
                             Some(&old_json),
                             &new,
@@ -1532,31 +1515,6 @@ impl Writer {
             }
         }
         Ok(())
-    }
-
-    /// User `key` (`record`) as change bodies show it under `regulation`: written again only
-    /// if it changed since the last body that showed it.
-    fn shown_json(&self, key: i64, record: &UserRecord, regulation: &Regulation) -> Arc<[u8]> {
-        let mut shown = self.shown.borrow_mut();
-        if let Some(s) = shown.get(&key)
-            && s.version == record.version
-            && s.regulation == *regulation
-        {
-            return s.json.clone();
-        }
-        let json: Arc<[u8]> = user_json(record, regulation).into();
-        if shown.len() >= SHOWN_USERS {
-            shown.clear();
-        }
-        shown.insert(
-            key,
-            Shown {
-                version: record.version,
-                regulation: regulation.clone(),
-                json: json.clone(),
-            },
-        );
-        json
     }
 
     /// Announces that user `key` changed from `old` because of `source` (phase 2).
