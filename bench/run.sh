@@ -30,8 +30,10 @@ BACKEND=sqlite   # or postgres
 NODES=1          # servers sharing the PostgreSQL database
 SERVER_PIDS=()
 
+# A checkpoint first, so that every run starts with the same WAL behind it (a checkpoint
+# landing inside one 20-s run and not another moved the figures by 10%).
 fresh_pg() {
-    psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS assent_bench WITH (FORCE)" -c "CREATE DATABASE assent_bench" >/dev/null 2>&1
+    psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS assent_bench WITH (FORCE)" -c "CREATE DATABASE assent_bench" -c "CHECKPOINT" >/dev/null 2>&1
 }
 
 # The servers' URLs, comma-separated (client i talks to the (i mod n)-th).
@@ -91,7 +93,34 @@ run3() {  # name, then the command that prints one JSON line per run
     echo "median $name: $(median "$file" "$RUNS")"
 }
 
-ingest() { run3 ingest "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20; }
+# CPU time in clock ticks of the servers, and of the local PostgreSQL's processes (with the
+# children they reaped, such as autovacuum workers) when the store is PostgreSQL.
+server_ticks() { local t=0; for p in "${SERVER_PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
+pg_ticks() {
+    local t=0
+    [ "$BACKEND" = postgres ] || { echo 0; return; }
+    for p in $(pgrep -x postgres); do t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
+# Runs a load command and adds to its JSON line the CPU each event cost the servers and
+# PostgreSQL (microseconds), which varies less from run to run than the rate on a shared machine.
+with_cpu() {
+    local s0 p0 out
+    s0=$(server_ticks); p0=$(pg_ticks)
+    out=$("$@")
+    python3 - "$out" "$s0" "$(server_ticks)" "$p0" "$(pg_ticks)" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+d = json.loads(sys.argv[1])
+s0, s1, p0, p1, hz = map(int, sys.argv[2:])
+events = max(d.get("events", 0), 1)
+d["server_cpu_us_per_event"] = round(1e6 * (s1 - s0) / hz / events, 1)
+if p1:
+    d["pg_cpu_us_per_event"] = round(1e6 * (p1 - p0) / hz / events, 1)
+print(json.dumps(d, sort_keys=True))
+PY
+}
+
+ingest() { run3 ingest with_cpu "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20; }
 single() { run3 single "$BENCH" single --url "$URL" --users 10000 --clients 16 --seconds 20; }
 ids()    { run3 ingest-v4-ids "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20 --ids v4; }
 reads_once() {
@@ -230,7 +259,7 @@ pg-ingest()   { BACKEND=postgres NODES=1; set_url; ingest_as pg-ingest; }
 pg-ingest-2() { BACKEND=postgres NODES=2; set_url; ingest_as pg-ingest-2nodes; }
 pg-single()   { BACKEND=postgres NODES=1; set_url; run3 pg-single "$BENCH" single --url "$URL" --users 10000 --clients 16 --seconds 20; }
 pg-reads()    { BACKEND=postgres NODES=1; set_url; run3 pg-reads reads_once; }
-ingest_as()   { run3 "$1" "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20; }
+ingest_as()   { run3 "$1" with_cpu "$BENCH" ingest --url "$URL" --users 10000 --clients 8 --batch 100 --seconds 20; }
 # The store's write path without HTTP (8 writers, batches of 100).
 pg_raw_once() { fresh_pg; "$BENCH" raw --database-url "$PG_URL" --events 1000000 --users 10000 --writers 8; }
 pg-raw()      { run3 pg-raw pg_raw_once; }

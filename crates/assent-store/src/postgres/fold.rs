@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most users folded in one transaction.
-const USERS_PER_FOLD: i64 = 2_000;
+const USERS_PER_FOLD: i64 = 5_000;
 /// Pause between folds. Events pile up meanwhile, so that a user is written once for all the
 /// events it got; readers fold what is pending themselves, so nobody waits for the folder.
-const PAUSE: Duration = Duration::from_millis(100);
+/// A second, not less: under steady ingest a user then gets several events per fold (at
+/// 50,000 events/s over 10,000 users, about 9 against 2.5 with 100 ms), and each fold of a
+/// user costs a read, a decode, an encode and a write of its whole state.
+const PAUSE: Duration = Duration::from_secs(1);
 /// Pause when the last fold was full: there is more to do.
 const BUSY_PAUSE: Duration = Duration::from_millis(10);
 /// Pending rows this folder deletes before it vacuums `pending_folds` itself.
