@@ -112,6 +112,26 @@ fn is_proof_item(path: &Path<'_>) -> bool {
     matches!(path, Path::Index(parent, _) if matches!(parent, Path::Key(_, "proofs")))
 }
 
+/// The size of a metadata object written as compact JSON, the measure of its limit.
+pub fn metadata_size(map: &Map<String, Value>) -> usize {
+    /// Counts the bytes written to it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, map) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// A JSON object being read field by field. Fields that are never read are reported as unknown
 /// by [`Fields::finish`].
 pub struct Fields<'a, 'p> {
@@ -218,9 +238,7 @@ impl<'a, 'p> Fields<'a, 'p> {
         match self.map.get(key)? {
             Value::Null => None,
             Value::Object(map) => {
-                let size = serde_json::to_vec(map)
-                    .map(|v| v.len())
-                    .unwrap_or(usize::MAX);
+                let size = metadata_size(map);
                 if size > MAX_METADATA_BYTES {
                     errors.add(
                         self.child(key),

@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use assent_model::limits::MAX_BODY_BYTES;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -39,6 +40,17 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 #[derive(Debug, Clone)]
 pub struct JsonBody<const MAX: usize = MAX_BODY_BYTES>(pub Value);
 
+/// A request body declared as JSON, of at most `MAX` bytes and not blank, not yet parsed: for
+/// handlers that read it into types first (see [`json_value`] for the JSON tree).
+#[derive(Debug, Clone)]
+pub struct JsonBytes<const MAX: usize = MAX_BODY_BYTES>(pub Bytes);
+
+/// Parses a body into a JSON tree, or the API's error for a body that is not JSON.
+pub fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_field("body", format!("is not valid JSON: {e}")))
+}
+
 /// Most bytes of a `POST /consents/proofs` body (API.md §1: 20 MiB).
 pub const MAX_PROOF_BODY_BYTES: usize = 20 * 1024 * 1024;
 
@@ -50,6 +62,15 @@ fn too_large(max: usize) -> ApiError {
 }
 
 impl<S: Send + Sync, const MAX: usize> FromRequest<S> for JsonBody<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::<MAX>::from_request(req, state).await?;
+        json_value(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, const MAX: usize> FromRequest<S> for JsonBytes<MAX> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
@@ -90,8 +111,6 @@ impl<S: Send + Sync, const MAX: usize> FromRequest<S> for JsonBody<MAX> {
                 "is empty; send a JSON document",
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_field("body", format!("is not valid JSON: {e}")))
+        Ok(JsonBytes(bytes))
     }
 }

@@ -6,10 +6,11 @@ use super::{
 use crate::AppState;
 use crate::auth::{Caller, Tenant};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, QueryPairs};
+use crate::extract::{JsonBody, JsonBytes, QueryPairs, json_value};
 use assent_model::consents::Consents;
 use assent_model::event::{
     Delegate, EventJson, EventPatch, EventStatus, EventView, ParseContext, UserRef, parse_batch,
+    plain,
 };
 use assent_model::notice::{NoticeEventView, NoticeItem, NoticeRegulation, NoticeSource, UserType};
 use assent_model::query::{self, EventFormat, EventsQuery};
@@ -293,7 +294,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     QueryPairs(q): QueryPairs,
-    JsonBody(body): JsonBody,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     query::only(&q, &[])?;
     let (options, generate_tcfcs) = generating_write_options(&state, &q)?;
@@ -303,7 +304,11 @@ pub async fn create(
         generate_tcfcs,
         purpose_map: state.tcf_purpose_map.clone(),
     };
-    let mut batch = parse_batch(&body, &ctx)?;
+    let mut batch = match plain::parse(&body, &ctx) {
+        Some(batch) => batch,
+        // Anything else, or anything refused: the JSON tree names every problem.
+        None => parse_batch(&json_value(&body)?, &ctx)?,
+    };
     state
         .registries
         .get(state.store.as_ref(), &caller.org)
