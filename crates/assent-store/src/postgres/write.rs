@@ -323,26 +323,32 @@ async fn append_tx(
         fresh.push(Cow::Borrowed(input));
     }
 
-    // Users the events name.
-    let ids: Vec<&str> = fresh
+    // Users the events name, each name once.
+    let mut ids: Vec<&str> = fresh
         .iter()
         .filter_map(|e| e.body.user.id.as_deref())
         .collect();
-    let ouids: Vec<&str> = fresh
+    ids.sort_unstable();
+    ids.dedup();
+    let mut ouids: Vec<&str> = fresh
         .iter()
         .filter_map(|e| e.body.user.organization_user_id.as_deref())
         .collect();
+    ouids.sort_unstable();
+    ouids.dedup();
     let mut by_id: HashMap<String, Found<i64>> = HashMap::new();
     let mut by_ouid: HashMap<String, Found<i64>> = HashMap::new();
     if !ids.is_empty() || !ouids.is_empty() {
         let stmt = tx
             // One index probe per name (`LATERAL … LIMIT 1`), whatever the planner believes
-            // of the table's size: with stale statistics a join scans all the users.
+            // of the table's size: with stale statistics a join scans all the users. A user
+            // found both ways comes twice (`UNION ALL`), which the maps below absorb, instead
+            // of every row being hashed to remove duplicates.
             .prepare_cached(
                 "SELECT u.* FROM UNNEST($2::text[]) AS t(id)
                  CROSS JOIN LATERAL (SELECT user_key, id, organization_user_id FROM users
                      WHERE org_id = $1 AND id = t.id LIMIT 1) u
-                 UNION
+                 UNION ALL
                  SELECT u.* FROM UNNEST($3::text[]) AS t(o)
                  CROSS JOIN LATERAL (SELECT user_key, id, organization_user_id FROM users
                      WHERE org_id = $1 AND organization_user_id = t.o LIMIT 1) u",
