@@ -11,6 +11,7 @@
 mod admin;
 mod exports;
 mod fold;
+mod known;
 mod outbox;
 mod read;
 mod recent;
@@ -65,6 +66,8 @@ pub struct PgStore {
     folder: Option<Arc<AtomicBool>>,
     /// Events this node appended and its folder has not folded yet.
     recent: recent::RecentEvents,
+    /// Users this node has met.
+    known: known::KnownUsers,
 }
 
 /// Turns a PostgreSQL failure into a store failure.
@@ -177,6 +180,7 @@ impl PgStore {
             subscriptions: outbox::Subscriptions::default(),
             folder: None,
             recent: recent::RecentEvents::default(),
+            known: known::KnownUsers::default(),
         })
     }
 
@@ -492,6 +496,7 @@ impl Store for PgStore {
             mask,
             options.origin.as_deref(),
             &self.recent,
+            &self.known,
         )
         .await
     }

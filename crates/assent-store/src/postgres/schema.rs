@@ -12,7 +12,7 @@ use crate::StoreError;
 use tokio_postgres::Client;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Key of the advisory lock that serializes migrations between nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6173_7365_6e74;
@@ -167,12 +167,23 @@ CREATE INDEX deliveries_unfinished_by_change ON deliveries (org_id, change_txid,
     WHERE status <> 2;
 "#;
 
+/// Each organization's users epoch: moved by every erasure and every change of a user's
+/// organization user id, so that nodes know when the users they met may have changed (see
+/// `known.rs`).
+const V6: &str = r#"
+CREATE TABLE user_epochs (
+    org_id text COLLATE "C" PRIMARY KEY,
+    epoch  bigint NOT NULL
+);
+"#;
+
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, V1),
     (2, V2),
     (3, super::admin::V3),
     (4, super::exports::V4),
     (5, super::registry::V5),
+    (6, V6),
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`] under an advisory lock (many nodes may start at

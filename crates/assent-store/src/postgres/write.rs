@@ -3,6 +3,7 @@
 
 use super::admin;
 use super::db;
+use super::known::{KnownUsers, Lookup};
 use super::outbox::{USER_CHANGES, announce};
 use super::read::{self, PgUser};
 use super::recent::RecentEvents;
@@ -273,15 +274,32 @@ pub async fn append(
     mask: u8,
     origin: Option<&str>,
     recent: &RecentEvents,
+    known: &KnownUsers,
 ) -> Result<Vec<ConsentEvent>, StoreError> {
     let now = Timestamp::now();
-    let (stored, written, pending) =
-        transaction!(client, |tx| append_tx(&tx, org, &events, now, mask, origin)
-            .await)?;
-    // Committed: this node's folder may fold them from memory.
+    // The first attempt trusts the users this node knows; a retry looks every user up.
+    let mut users = Users {
+        known: Some(known),
+        learned: None,
+    };
+    let (stored, written, pending) = transaction!(client, |tx| append_tx(
+        &tx, org, &events, now, mask, origin, &mut users
+    )
+    .await)?;
+    // Committed: this node's folder may fold them from memory, and its users are known.
     recent.remember(org.as_str(), &pending, &stored);
+    if let Some((epoch, learned)) = &users.learned {
+        known.learn(org.as_str(), *epoch, learned);
+    }
     metrics::counter!("assent_events_written_total").increment(written);
     Ok(stored)
+}
+
+/// The users of an append: those this node knows, for an attempt that trusts them, and
+/// those the attempt met, with the users epoch it read.
+struct Users<'k> {
+    known: Option<&'k KnownUsers>,
+    learned: Option<(i64, Vec<Found<i64>>)>,
 }
 
 /// Appends in one transaction; returns the answer, how many events were new, and the user
@@ -293,10 +311,15 @@ async fn append_tx(
     now: Timestamp,
     mask: u8,
     origin: Option<&str>,
+    users: &mut Users<'_>,
 ) -> Result<(Vec<ConsentEvent>, u64, Vec<(i64, i64)>), TxError> {
     // Before anything is read: an erasure that committed before this point is seen by every
     // read below, and one that has not started waits until this request commits.
     erasure_guard(tx, org, false).await?;
+    // A later statement than the lock's, so that it sees an erasure that held the lock.
+    let epoch = users_epoch(tx, org).await?;
+    let known = users.known.take();
+    users.learned = None;
     // Replays: ids already stored answer with the stored event, or a conflict.
     let client_ids: Vec<&str> = events
         .iter()
@@ -338,6 +361,25 @@ async fn append_tx(
     ouids.dedup();
     let mut by_id: HashMap<String, Found<i64>> = HashMap::new();
     let mut by_ouid: HashMap<String, Found<i64>> = HashMap::new();
+    let lookup = match known {
+        Some(known) => known.find(org.as_str(), epoch, &ids, &ouids),
+        None => Lookup {
+            unknown_ids: ids,
+            unknown_organization_user_ids: ouids,
+            ..Lookup::default()
+        },
+    };
+    for found in lookup
+        .by_id
+        .into_iter()
+        .chain(lookup.by_organization_user_id)
+    {
+        if let Some(o) = &found.organization_user_id {
+            by_ouid.insert(o.clone(), found.clone());
+        }
+        by_id.insert(found.id.clone(), found);
+    }
+    let (ids, ouids) = (lookup.unknown_ids, lookup.unknown_organization_user_ids);
     if !ids.is_empty() || !ouids.is_empty() {
         let stmt = tx
             // One index probe per name (`LATERAL … LIMIT 1`), whatever the planner believes
@@ -463,6 +505,18 @@ async fn append_tx(
         .into_iter()
         .map(|k| if k < 0 { real[&k] } else { k })
         .collect();
+    // The users met, to know once this commits; not those adopted from a concurrent request
+    // (the id made here may not be theirs).
+    users.learned = Some((
+        epoch,
+        by_id
+            .values()
+            .filter_map(|f| {
+                let key = if f.key < 0 { real[&f.key] } else { f.key };
+                (!adopted.contains_key(&key)).then(|| Found { key, ..f.clone() })
+            })
+            .collect(),
+    ));
 
     // Organization user ids attached to existing users: only if none was attached meanwhile.
     // Their version and `updated_at` before, for the change that shows them as they were.
@@ -1120,6 +1174,10 @@ pub async fn patch_user(
                         )
                     },
                 )?;
+                // Changed, not attached: an organization user id nodes know moves.
+                if user.record.organization_user_id.is_some() {
+                    move_users_epoch(&tx, org).await?;
+                }
                 user.record.organization_user_id = Some(o.clone());
             }
             let seq = next_seqs(&tx, 1).await?[0];
@@ -1160,6 +1218,28 @@ const ERASURE_LOCK: i32 = 0x4153_5345;
 /// their rows (a row lock per user costs a write each); this lock is what keeps an erasure
 /// from missing the events of an append that saw the user before it was erased. Erasures are
 /// rare and short, so appends of the organization wait for one only briefly.
+/// The organization's users epoch (see [`KnownUsers`]).
+async fn users_epoch(tx: &Transaction<'_>, org: &OrganizationId) -> Result<i64, TxError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT coalesce((SELECT epoch FROM user_epochs WHERE org_id = $1), 0)::bigint",
+        )
+        .await?;
+    Ok(tx.query_one(&stmt, &[&org.as_str()]).await?.get(0))
+}
+
+/// Moves the organization's users epoch: a user was erased, or its organization user id
+/// changed, so what nodes know of its users no longer holds.
+async fn move_users_epoch(tx: &Transaction<'_>, org: &OrganizationId) -> Result<(), TxError> {
+    tx.execute(
+        "INSERT INTO user_epochs (org_id, epoch) VALUES ($1, 1)
+         ON CONFLICT (org_id) DO UPDATE SET epoch = user_epochs.epoch + 1",
+        &[&org.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn erasure_guard(
     tx: &Transaction<'_>,
     org: &OrganizationId,
@@ -1201,6 +1281,7 @@ pub async fn delete_user(
                 &[&org.as_str(), &user.key],
             )
             .await?;
+            move_users_epoch(&tx, org).await?;
             let change = Change::user_deleted(&user.record);
             announce(&tx, org, mask, &[(user.key, change)], now, None).await?;
             Ok(user.record)

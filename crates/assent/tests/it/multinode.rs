@@ -1,6 +1,6 @@
 //! Several `assent serve` processes on one PostgreSQL database, written to at once.
 
-use crate::common::{Backend, all_events, fold, fresh_store, session};
+use crate::common::{Api, Backend, all_events, fold, fresh_store, purpose_enabled, session};
 use crate::process::{Process, serve_with};
 use assent_model::event::EventView;
 use assent_model::status::ConsentsView;
@@ -238,4 +238,94 @@ async fn verify(
             );
         }
     }
+}
+
+/// Nodes remember the users they met so as not to look them up again; an erasure or a change
+/// of organization user id through another node must make them forget, and an organization
+/// user id attached through another node must not let them attach a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forgets_users_erased_or_renamed_through_another() {
+    let Some((_dir, store)) = fresh_store(Backend::Postgres).await else {
+        return;
+    };
+    let url = store.database_url.clone().expect("a PostgreSQL store");
+    let args = ["--database-url".as_ref(), url.as_ref()];
+    let first = serve_with(&args);
+    let second = serve_with(&args);
+    let bootstrap = first
+        .bootstrap
+        .as_ref()
+        .expect("the first node creates the key");
+    let (key, secret) = (
+        bootstrap["key"].as_str().unwrap(),
+        bootstrap["secret"].as_str().unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let mut apis = Vec::new();
+    for node in [&first, &second] {
+        apis.push(Api {
+            base: node.base.clone(),
+            org: "default".into(),
+            token: session(&http, &node.base, key, secret).await,
+            http: http.clone(),
+        });
+    }
+    let (a, b) = (&apis[0], &apis[1]);
+    let choice = |ouid: &str, purpose: &str| {
+        json!({"user": {"organization_user_id": ouid},
+               "consents": {"purposes": [{"id": purpose, "enabled": true}]}})
+    };
+
+    // Erased through b: a's next event for the same organization user id makes a new user.
+    a.event(choice("erased", "p")).await;
+    let erased = a.user_by_ouid("erased").await["id"].clone();
+    let (status, out) = b
+        .delete(&format!("/v1/consents/users/{}", erased.as_str().unwrap()))
+        .await;
+    assert!(status.is_success(), "{status}: {out}");
+    a.event(choice("erased", "q")).await;
+    let again = b.user_by_ouid("erased").await;
+    assert_ne!(
+        again["id"], erased,
+        "the event went to the erased user: {again}"
+    );
+    assert_eq!(purpose_enabled(&again, "p"), None, "{again}");
+    assert_eq!(purpose_enabled(&again, "q"), Some(true), "{again}");
+
+    // Renamed through b: "before" is now "after"; a's event for "before" is a new user's.
+    a.event(choice("before", "p")).await;
+    let renamed = a.user_by_ouid("before").await["id"].clone();
+    let (status, out) = b
+        .patch(
+            &format!("/v1/consents/users/{}", renamed.as_str().unwrap()),
+            json!({"organization_user_id": "after"}),
+        )
+        .await;
+    assert!(status.is_success(), "{status}: {out}");
+    a.event(choice("before", "q")).await;
+    let after = b.user_by_ouid("after").await;
+    assert_eq!(after["id"], renamed, "{after}");
+    assert_eq!(purpose_enabled(&after, "q"), None, "{after}");
+    let before = b.user_by_ouid("before").await;
+    assert_ne!(before["id"], renamed, "{before}");
+    assert_eq!(purpose_enabled(&before, "q"), Some(true), "{before}");
+
+    // Attached through b: a knew the user without organization user id, and cannot give it
+    // another one now.
+    a.event(json!({"user": {"id": "plain"}})).await;
+    b.event(json!({"user": {"id": "plain", "organization_user_id": "one"}}))
+        .await;
+    let (status, out) = a
+        .post(
+            "/v1/consents/events",
+            json!({"user": {"id": "plain", "organization_user_id": "two"}}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{out}");
+    assert_eq!(b.user_by_ouid("one").await["id"], "plain");
+    // And a, told again, files events under the id it now knows.
+    a.event(choice("one", "r")).await;
+    let plain = b.user_by_ouid("one").await;
+    assert_eq!(plain["id"], "plain", "{plain}");
+    assert_eq!(purpose_enabled(&plain, "r"), Some(true), "{plain}");
 }

@@ -68,7 +68,7 @@ async fn a_database_migrated_by_a_newer_version_is_refused() {
     };
     let out = assent(&["migrate", "--database-url", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 5"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 6"));
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
