@@ -102,12 +102,24 @@ pg_ticks() {
     for p in $(pgrep -x postgres); do t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
     echo "$t"
 }
+# Waits (up to 30 s) until the folders have folded every event the load wrote: folding is
+# part of what an event costs.
+drain_pg() {
+    [ "$BACKEND" = postgres ] || return 0
+    for _ in $(seq 300); do
+        [ "$(psql -qAt "$PG_URL" -c 'SELECT count(*) FROM pending_folds' 2>/dev/null)" = 0 ] && return 0
+        sleep 0.1
+    done
+}
 # Runs a load command and adds to its JSON line the CPU each event cost the servers and
-# PostgreSQL (microseconds), which varies less from run to run than the rate on a shared machine.
+# PostgreSQL (microseconds, the folding of its events included), which varies less from run to
+# run than the rate on a shared machine. PostgreSQL's is that of every `postgres` process on
+# this machine: run nothing else against it meanwhile.
 with_cpu() {
     local s0 p0 out
     s0=$(server_ticks); p0=$(pg_ticks)
     out=$("$@")
+    drain_pg
     python3 - "$out" "$s0" "$(server_ticks)" "$p0" "$(pg_ticks)" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])

@@ -367,7 +367,11 @@ impl PlainConsents {
 impl PlainPurpose {
     fn into_choice(self) -> Option<PurposeChoice> {
         let mut values = BTreeMap::new();
-        for (pref_id, Obj(v)) in self.values.unwrap_or_default() {
+        let read = self.values.unwrap_or_default();
+        if !plain_keys(&read) {
+            return None;
+        }
+        for (pref_id, Obj(v)) in read {
             check_identifier(&pref_id).ok()?;
             values.insert(pref_id, PreferenceValue { value: v.value });
         }
@@ -441,8 +445,32 @@ fn identifiers(list: Option<Vec<String>>) -> Option<Vec<String>> {
 /// Metadata within its size limit (the outer `None` refuses it).
 fn metadata(m: Option<Metadata>) -> Option<Option<Metadata>> {
     match m {
-        Some(map) if metadata_size(&map) > MAX_METADATA_BYTES => None,
+        Some(map) if metadata_size(&map) > MAX_METADATA_BYTES || !plain_keys(&map) => None,
         m => Some(m),
+    }
+}
+
+/// False when a key of an object read here is one serde_json gives a meaning to in a JSON
+/// tree (`$serde_json::private::…`, for raw values): the tree reads such an object otherwise.
+fn plain_keys<V>(map: &impl PlainKeys<V>) -> bool {
+    map.key_list()
+        .all(|k| !k.starts_with("$serde_json::private::"))
+}
+
+/// The keys of a map read here.
+trait PlainKeys<V> {
+    fn key_list(&self) -> impl Iterator<Item = &String>;
+}
+
+impl PlainKeys<serde_json::Value> for Metadata {
+    fn key_list(&self) -> impl Iterator<Item = &String> {
+        self.keys()
+    }
+}
+
+impl<V> PlainKeys<V> for BTreeMap<String, V> {
+    fn key_list(&self) -> impl Iterator<Item = &String> {
+        self.keys()
     }
 }
 
@@ -511,6 +539,9 @@ mod tests {
             json!({"user": {"id": "u"}, "iab": {}}),
             json!({"events": []}),
             json!({"user": {"id": "u"}, "unknown": 1}),
+            json!({"user": {"id": "u"}, "metadata": {"$serde_json::private::RawValue": "1"}}),
+            json!({"consents": {"purposes": [{"id": "a",
+                "values": {"$serde_json::private::RawValue": {"value": "x"}}}]}}),
             json!({"user": ["u"]}),
             json!({"user": {"id": "u"}, "consents": []}),
             json!({"user": {"id": "u"}, "consents": {"purposes": [["a", true]]}}),

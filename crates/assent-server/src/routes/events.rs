@@ -296,8 +296,17 @@ pub async fn create(
     QueryPairs(q): QueryPairs,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
-    query::only(&q, &[])?;
-    let (options, generate_tcfcs) = generating_write_options(&state, &q)?;
+    let query = query::only(&q, &[])
+        .map_err(ApiError::from)
+        .and_then(|()| generating_write_options(&state, &q));
+    let (options, generate_tcfcs) = match query {
+        Ok(query) => query,
+        Err(e) => {
+            // A body that is not JSON is reported first, as by the other routes.
+            json_value(&body)?;
+            return Err(e);
+        }
+    };
     let ctx = ParseContext {
         organization_id: caller.org.clone(),
         now: Timestamp::now(),

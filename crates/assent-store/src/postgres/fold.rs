@@ -50,8 +50,14 @@ pub async fn run(pool: Pool, recent: RecentEvents, stop: Arc<AtomicBool>) {
                 tracing::warn!(error = %e, "vacuuming pending folds failed");
             }
         }
-        match folded.map(|(users, _)| users) {
-            Ok(n) if n as i64 == USERS_PER_FOLD => tokio::time::sleep(BUSY_PAUSE).await,
+        match folded {
+            // Full: as many users as a fold takes, or as many pending rows as it scans for
+            // them (a few users with many rows each).
+            Ok((users, rows))
+                if users as i64 == USERS_PER_FOLD || rows as i64 >= USERS_PER_FOLD * 4 =>
+            {
+                tokio::time::sleep(BUSY_PAUSE).await
+            }
             Ok(_) => tokio::time::sleep(PAUSE).await,
             Err(e) => {
                 tracing::warn!(error = %e, "folding pending events failed; will retry");

@@ -3,12 +3,15 @@
 //!
 //! Looking up the users an append names was a ninth of the database's time under steady
 //! ingest, one index probe per event, for users that mostly already exist. A user's key, id
-//! and organization user id stay as they are until the user is erased or a profile edit
-//! changes its organization user id; both move the organization's *users epoch* (the table
-//! `user_epochs`) in their transaction. An append reads the epoch after it took the erasure
-//! lock, so an erasure either committed before (and the epoch it reads is newer) or starts
-//! after the append. What is known here is trusted only under the epoch it was learned at;
-//! a newer epoch forgets the organization's users.
+//! and organization user id stay as they are until the user is erased or its organization
+//! user id changes; both move the organization's *users epoch* (the table `user_epochs`),
+//! by triggers on `users`, in their transaction. An append reads the epoch in its own
+//! statement after it took the erasure lock, so an erasure either committed before (and the
+//! epoch it reads is newer) or starts after the append. A change of organization user id
+//! takes no such lock: an append that read the epoch just before one committed still uses the
+//! old name, as an append that looked the user up at that moment would. What is known here
+//! is trusted only under the epoch it was learned at; a newer epoch forgets the
+//! organization's users.
 //!
 //! The one change that does not move the epoch is an organization user id attached to a user
 //! that had none. A user known here without one may have gained one elsewhere; the append
@@ -19,8 +22,9 @@ use assent_model::user::Found;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Most users known per organization; past it the organization's are forgotten.
-const CAPACITY: usize = 200_000;
+/// Most users known, all organizations together; past it all are forgotten (about 100 bytes
+/// each, twice when they have an organization user id).
+const CAPACITY: usize = 500_000;
 
 /// The users of one organization known at one epoch.
 #[derive(Default)]
@@ -30,9 +34,16 @@ struct Known {
     by_organization_user_id: HashMap<String, Found<i64>>,
 }
 
+/// The users known, per organization, and how many in all.
+#[derive(Default)]
+struct All {
+    orgs: HashMap<String, Known>,
+    users: usize,
+}
+
 /// Users known by this node, per organization (cheap to clone: one shared map).
 #[derive(Clone, Default)]
-pub struct KnownUsers(Arc<Mutex<HashMap<String, Known>>>);
+pub struct KnownUsers(Arc<Mutex<All>>);
 
 /// What [`KnownUsers::find`] knew, and the names it did not.
 #[derive(Default)]
@@ -58,7 +69,7 @@ impl KnownUsers {
     ) -> Lookup<'a> {
         let mut lookup = Lookup::default();
         let all = self.0.lock().expect("known users lock");
-        let known = all.get(org).filter(|k| k.epoch == epoch);
+        let known = all.orgs.get(org).filter(|k| k.epoch == epoch);
         for &id in ids {
             match known.and_then(|k| k.by_id.get(id)) {
                 Some(found) => lookup.by_id.push(found.clone()),
@@ -81,19 +92,30 @@ impl KnownUsers {
         epoch: i64,
         users: impl IntoIterator<Item = &'f Found<i64>>,
     ) {
-        let mut all = self.0.lock().expect("known users lock");
-        let known = all.entry(org.to_owned()).or_default();
+        let mut guard = self.0.lock().expect("known users lock");
+        let all = &mut *guard;
+        if all.users >= CAPACITY {
+            *all = All::default();
+        }
+        let known = all.orgs.entry(org.to_owned()).or_default();
         if known.epoch > epoch {
             return;
         }
-        if known.epoch < epoch || known.by_id.len() >= CAPACITY {
+        if known.epoch < epoch {
+            all.users -= known.by_id.len();
             *known = Known {
                 epoch,
                 ..Known::default()
             };
         }
         for found in users {
-            known.by_id.insert(found.id.clone(), found.clone());
+            if known
+                .by_id
+                .insert(found.id.clone(), found.clone())
+                .is_none()
+            {
+                all.users += 1;
+            }
             if let Some(o) = &found.organization_user_id {
                 known
                     .by_organization_user_id
@@ -134,5 +156,18 @@ mod tests {
             known.find("org", 4, &["a", "d"], &[]).unknown_ids,
             vec!["a"]
         );
+    }
+
+    #[test]
+    fn past_the_capacity_everything_is_forgotten() {
+        let known = KnownUsers::default();
+        let many: Vec<Found<i64>> = (0..CAPACITY as i64)
+            .map(|k| user(k, &format!("u{k}"), None))
+            .collect();
+        known.learn("org", 1, &many);
+        assert!(known.find("org", 1, &["u0"], &[]).unknown_ids.is_empty());
+        known.learn("other", 1, &[user(-1, "x", None)]);
+        assert_eq!(known.find("org", 1, &["u0"], &[]).unknown_ids, vec!["u0"]);
+        assert!(known.find("other", 1, &["x"], &[]).unknown_ids.is_empty());
     }
 }

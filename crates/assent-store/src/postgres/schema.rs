@@ -169,12 +169,31 @@ CREATE INDEX deliveries_unfinished_by_change ON deliveries (org_id, change_txid,
 
 /// Each organization's users epoch: moved by every erasure and every change of a user's
 /// organization user id, so that nodes know when the users they met may have changed (see
-/// `known.rs`).
+/// `known.rs`). Triggers move it, so that no writer can forget to, whatever its version.
 const V6: &str = r#"
 CREATE TABLE user_epochs (
     org_id text COLLATE "C" PRIMARY KEY,
     epoch  bigint NOT NULL
 );
+
+CREATE FUNCTION assent_move_users_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO user_epochs (org_id, epoch) VALUES (OLD.org_id, 1)
+    ON CONFLICT (org_id) DO UPDATE SET epoch = user_epochs.epoch + 1;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER users_erased AFTER DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION assent_move_users_epoch();
+
+-- An organization user id attached to a user that had none moves nothing (see known.rs).
+CREATE TRIGGER users_renamed AFTER UPDATE OF id, organization_user_id ON users
+    FOR EACH ROW
+    WHEN (OLD.id IS DISTINCT FROM NEW.id
+          OR (OLD.organization_user_id IS NOT NULL
+              AND OLD.organization_user_id IS DISTINCT FROM NEW.organization_user_id))
+    EXECUTE FUNCTION assent_move_users_epoch();
 "#;
 
 const MIGRATIONS: &[(i32, &str)] = &[

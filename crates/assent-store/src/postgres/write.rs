@@ -1174,10 +1174,6 @@ pub async fn patch_user(
                         )
                     },
                 )?;
-                // Changed, not attached: an organization user id nodes know moves.
-                if user.record.organization_user_id.is_some() {
-                    move_users_epoch(&tx, org).await?;
-                }
                 user.record.organization_user_id = Some(o.clone());
             }
             let seq = next_seqs(&tx, 1).await?[0];
@@ -1213,12 +1209,7 @@ pub async fn patch_user(
 /// First key of the advisory locks that keep appends and erasures of an organization apart.
 const ERASURE_LOCK: i32 = 0x4153_5345;
 
-/// Takes the organization's erasure lock for the transaction: shared by appends, exclusive
-/// for an erasure. An append resolves its users and inserts their events without locking
-/// their rows (a row lock per user costs a write each); this lock is what keeps an erasure
-/// from missing the events of an append that saw the user before it was erased. Erasures are
-/// rare and short, so appends of the organization wait for one only briefly.
-/// The organization's users epoch (see [`KnownUsers`]).
+/// The organization's users epoch (see [`KnownUsers`]), which triggers on `users` move.
 async fn users_epoch(tx: &Transaction<'_>, org: &OrganizationId) -> Result<i64, TxError> {
     let stmt = tx
         .prepare_cached(
@@ -1228,18 +1219,11 @@ async fn users_epoch(tx: &Transaction<'_>, org: &OrganizationId) -> Result<i64, 
     Ok(tx.query_one(&stmt, &[&org.as_str()]).await?.get(0))
 }
 
-/// Moves the organization's users epoch: a user was erased, or its organization user id
-/// changed, so what nodes know of its users no longer holds.
-async fn move_users_epoch(tx: &Transaction<'_>, org: &OrganizationId) -> Result<(), TxError> {
-    tx.execute(
-        "INSERT INTO user_epochs (org_id, epoch) VALUES ($1, 1)
-         ON CONFLICT (org_id) DO UPDATE SET epoch = user_epochs.epoch + 1",
-        &[&org.as_str()],
-    )
-    .await?;
-    Ok(())
-}
-
+/// Takes the organization's erasure lock for the transaction: shared by appends, exclusive
+/// for an erasure. An append resolves its users and inserts their events without locking
+/// their rows (a row lock per user costs a write each); this lock is what keeps an erasure
+/// from missing the events of an append that saw the user before it was erased. Erasures are
+/// rare and short, so appends of the organization wait for one only briefly.
 async fn erasure_guard(
     tx: &Transaction<'_>,
     org: &OrganizationId,
@@ -1281,7 +1265,6 @@ pub async fn delete_user(
                 &[&org.as_str(), &user.key],
             )
             .await?;
-            move_users_epoch(&tx, org).await?;
             let change = Change::user_deleted(&user.record);
             announce(&tx, org, mask, &[(user.key, change)], now, None).await?;
             Ok(user.record)
