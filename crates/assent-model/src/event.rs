@@ -178,6 +178,13 @@ pub struct ParseContext {
     pub purpose_map: Arc<PurposeMap>,
 }
 
+impl ParseContext {
+    /// True when `t` is later than now, beyond the clock skew an event may have.
+    pub(crate) fn is_future(&self, t: Timestamp) -> bool {
+        t.millis() > self.now.millis() + MAX_FUTURE_SKEW_MS
+    }
+}
+
 /// A parsed `POST /consents/events` body: one event or a batch.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
@@ -384,7 +391,7 @@ pub(crate) fn read_created_at(
 ) -> Option<Timestamp> {
     f.string("created_at", errors)
         .and_then(|s| match Timestamp::parse(s) {
-            Ok(t) if t.millis() > ctx.now.millis() + MAX_FUTURE_SKEW_MS => {
+            Ok(t) if ctx.is_future(t) => {
                 errors.add(f.child("created_at"), "is in the future");
                 None
             }

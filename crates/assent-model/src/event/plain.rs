@@ -14,9 +14,7 @@ use crate::consents::{ChannelChoice, Consents, Metadata, PreferenceChoice, Prefe
 use crate::consents::{PurposeChoice, Vendors};
 use crate::ids::{EventId, Regulation, check_identifier, parse_country};
 use crate::json::metadata_size;
-use crate::limits::{
-    MAX_BATCH_EVENTS, MAX_FUTURE_SKEW_MS, MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_STRING_BYTES,
-};
+use crate::limits::{MAX_BATCH_EVENTS, MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_STRING_BYTES};
 use crate::registry::PurposeVersions;
 use crate::tcf::check_tc_string;
 use crate::time::Timestamp;
@@ -257,7 +255,7 @@ impl PlainEvent {
             None => None,
             Some(s) => {
                 let t = Timestamp::parse(&s).ok()?;
-                if t.millis() > ctx.now.millis() + MAX_FUTURE_SKEW_MS {
+                if ctx.is_future(t) {
                     return None;
                 }
                 Some(t)
@@ -368,7 +366,7 @@ impl PlainPurpose {
     fn into_choice(self) -> Option<PurposeChoice> {
         let mut values = BTreeMap::new();
         let read = self.values.unwrap_or_default();
-        if !plain_keys(&read) {
+        if !plain_keys(read.keys()) {
             return None;
         }
         for (pref_id, Obj(v)) in read {
@@ -445,33 +443,15 @@ fn identifiers(list: Option<Vec<String>>) -> Option<Vec<String>> {
 /// Metadata within its size limit (the outer `None` refuses it).
 fn metadata(m: Option<Metadata>) -> Option<Option<Metadata>> {
     match m {
-        Some(map) if metadata_size(&map) > MAX_METADATA_BYTES || !plain_keys(&map) => None,
+        Some(map) if metadata_size(&map) > MAX_METADATA_BYTES || !plain_keys(map.keys()) => None,
         m => Some(m),
     }
 }
 
 /// False when a key of an object read here is one serde_json gives a meaning to in a JSON
 /// tree (`$serde_json::private::…`, for raw values): the tree reads such an object otherwise.
-fn plain_keys<V>(map: &impl PlainKeys<V>) -> bool {
-    map.key_list()
-        .all(|k| !k.starts_with("$serde_json::private::"))
-}
-
-/// The keys of a map read here.
-trait PlainKeys<V> {
-    fn key_list(&self) -> impl Iterator<Item = &String>;
-}
-
-impl PlainKeys<serde_json::Value> for Metadata {
-    fn key_list(&self) -> impl Iterator<Item = &String> {
-        self.keys()
-    }
-}
-
-impl<V> PlainKeys<V> for BTreeMap<String, V> {
-    fn key_list(&self) -> impl Iterator<Item = &String> {
-        self.keys()
-    }
+fn plain_keys<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+    keys.all(|k| !k.starts_with("$serde_json::private::"))
 }
 
 #[cfg(test)]
