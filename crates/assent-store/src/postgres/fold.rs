@@ -1,5 +1,5 @@
 //! The folder: folds pending events into their users' rows in bulk. Every node runs one; they
-//! take disjoint users (`FOR UPDATE … SKIP LOCKED`), so adding nodes adds folders.
+//! take disjoint users (`FOR NO KEY UPDATE … SKIP LOCKED`), so adding nodes adds folders.
 
 use super::read::{self, USER_COLUMNS};
 use super::recent::RecentEvents;
@@ -26,8 +26,11 @@ const USERS_PER_FOLD: i64 = 2_000;
 /// its users with no pause at all. In the ingest benchmark (10,000 users) it wrote a user for
 /// every 2.7 events; paced by age, for every 8.1.
 const RIPE_AFTER: Duration = Duration::from_secs(1);
-/// Pause when no pending event is ripe.
+/// Pause after a fold that was not full.
 const TICK: Duration = Duration::from_millis(200);
+/// Pause when the last look found nothing and nothing has ripened since: only events committed
+/// late (numbered before they were visible) or users locked by someone else can be waiting.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Pause when the last fold was full: there is more to do.
 const BUSY_PAUSE: Duration = Duration::from_millis(10);
 /// Pending rows this folder deletes before it vacuums `pending_folds` itself.
@@ -51,13 +54,20 @@ pub async fn run(pool: Pool, recent: RecentEvents, stop: Arc<AtomicBool>) {
     let mut deleted = 0;
     let mut vacuumed = Instant::now();
     let mut ripe = Ripeness::default();
+    // The ripe number of the last look that found nothing.
+    let mut found_nothing_at = None;
     while !stop.load(Ordering::Relaxed) {
-        let folded = match last_seq(&pool).await {
-            Ok(last) => match ripe.note(Instant::now(), last) {
-                Some(through) => fold_some(&pool, &recent, through).await,
-                None => Ok((0, 0)),
-            },
-            Err(e) => Err(e),
+        let through = match last_seq(&pool).await {
+            Ok(last) => ripe.note(Instant::now(), last),
+            Err(e) => {
+                // Folding must not stop for want of pacing: take every pending event.
+                tracing::warn!(error = %e, "reading the arrival sequence failed; folding without waiting");
+                Some(i64::MAX)
+            }
+        };
+        let folded = match through {
+            Some(through) => fold_some(&pool, &recent, through).await,
+            None => Ok((0, 0)),
         };
         if let Ok((_, rows)) = folded {
             deleted += rows;
@@ -69,14 +79,22 @@ pub async fn run(pool: Pool, recent: RecentEvents, stop: Arc<AtomicBool>) {
                 tracing::warn!(error = %e, "vacuuming pending folds failed");
             }
         }
+        let idle = matches!(folded, Ok((0, _))) && through == found_nothing_at;
+        found_nothing_at = match folded {
+            Ok((0, _)) => through,
+            _ => None,
+        };
         match folded {
-            // Full: as many users as a fold takes, or as many pending rows as it scans for
-            // them (a few users with many rows each).
+            // Full: as many users as a fold takes, or as many pending rows as its scan takes
+            // (a few users with many rows each). `rows` counts the young rows of the users
+            // taken too, so a fold of a few busy users may pass for full: the next look then
+            // finds nothing ripe and waits.
             Ok((users, rows))
                 if users as i64 == USERS_PER_FOLD || rows as i64 >= USERS_PER_FOLD * 4 =>
             {
                 tokio::time::sleep(BUSY_PAUSE).await
             }
+            Ok(_) if idle => tokio::time::sleep(IDLE_TICK).await,
             Ok(_) => tokio::time::sleep(TICK).await,
             Err(e) => {
                 tracing::warn!(error = %e, "folding pending events failed; will retry");
@@ -91,7 +109,9 @@ pub async fn run(pool: Pool, recent: RecentEvents, stop: Arc<AtomicBool>) {
 struct Ripeness {
     /// Notes younger than [`RIPE_AFTER`], oldest first.
     notes: VecDeque<(Instant, i64)>,
-    /// The newest note at least [`RIPE_AFTER`] old.
+    /// The newest note at least [`RIPE_AFTER`] old, or a higher one noted before: it never
+    /// goes down, so that rows numbered above a sequence that went back (a restore, a reset)
+    /// are not left waiting for it to climb again.
     ripe: Option<i64>,
 }
 
@@ -106,18 +126,20 @@ impl Ripeness {
             if now.duration_since(at) < RIPE_AFTER {
                 break;
             }
-            self.ripe = Some(seq);
+            self.ripe = self.ripe.max(Some(seq));
             self.notes.pop_front();
         }
         self.ripe
     }
 }
 
-/// The last arrival number handed out, by any node.
+/// The last arrival number handed out, by any node (0 before the first). Through the function
+/// rather than `SELECT last_value`, which needs the SELECT privilege on the sequence: a role
+/// that may append has USAGE, which the function accepts too.
 async fn last_seq(pool: &Pool) -> Result<i64, StoreError> {
     let client = checkout(pool).await?;
     let stmt = client
-        .prepare_cached("SELECT last_value FROM assent_event_seq")
+        .prepare_cached("SELECT coalesce(pg_sequence_last_value('assent_event_seq'), 0)")
         .await
         .map_err(db)?;
     Ok(client.query_one(&stmt, &[]).await.map_err(db)?.get(0))
@@ -291,8 +313,45 @@ mod tests {
         // At RIPE_AFTER, what was handed out by the first note is ripe, not what came later.
         assert_eq!(ripe.note(start + RIPE_AFTER, 30), Some(10));
         assert_eq!(ripe.note(half + RIPE_AFTER, 30), Some(20));
-        // With no new arrival, the last value ripens too.
+        // With no new arrival, the last value ripens too, a second after it was first noted.
         assert_eq!(ripe.note(start + RIPE_AFTER * 2, 30), Some(30));
         assert_eq!(ripe.note(start + RIPE_AFTER * 3, 30), Some(30));
+    }
+
+    #[test]
+    fn after_a_slow_fold_the_newest_of_the_notes_that_ripened_meanwhile_counts() {
+        let start = Instant::now();
+        let mut ripe = Ripeness::default();
+        let step = RIPE_AFTER / 4;
+        for (i, seq) in [10, 20, 30].into_iter().enumerate() {
+            assert_eq!(ripe.note(start + step * i as u32, seq), None);
+        }
+        // One look long after all three: 30 is ripe, not the first or the oldest.
+        assert_eq!(ripe.note(start + RIPE_AFTER * 2, 40), Some(30));
+        assert_eq!(
+            ripe.notes.len(),
+            1,
+            "ripe notes are dropped, the young one is kept"
+        );
+    }
+
+    #[test]
+    fn the_same_value_is_noted_once_with_the_time_it_was_first_seen() {
+        let start = Instant::now();
+        let mut ripe = Ripeness::default();
+        ripe.note(start, 10);
+        ripe.note(start + RIPE_AFTER / 2, 10);
+        assert_eq!(ripe.notes.len(), 1);
+        assert_eq!(ripe.note(start + RIPE_AFTER, 10), Some(10));
+    }
+
+    #[test]
+    fn the_ripe_number_never_goes_down_when_the_sequence_does() {
+        let start = Instant::now();
+        let mut ripe = Ripeness::default();
+        ripe.note(start, 500);
+        assert_eq!(ripe.note(start + RIPE_AFTER, 5), Some(500));
+        // The lower value ripens in turn without taking the ripe number down.
+        assert_eq!(ripe.note(start + RIPE_AFTER * 2, 6), Some(500));
     }
 }

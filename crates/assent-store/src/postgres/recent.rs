@@ -12,6 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Most events kept; the oldest go first (the folder then reads them from the database).
+/// The folder takes events about a second after they arrive (`fold::RIPE_AFTER`), so this
+/// holds them up to about 80,000 events/s per node.
 const CAPACITY: usize = 100_000;
 
 /// What folding one event into its user needs: what the folder would read from `events`.
@@ -87,10 +89,13 @@ impl RecentEvents {
             );
             inner.order.push_back(seq);
         }
-        while inner.order.len() > CAPACITY {
-            if let Some(old) = inner.order.pop_front() {
-                inner.by_seq.remove(&old);
-            }
+        // Held events count, not arrivals: the order queue also holds numbers already
+        // forgotten, so it is bounded apart (at twice the capacity).
+        while inner.by_seq.len() > CAPACITY || inner.order.len() > 2 * CAPACITY {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            inner.by_seq.remove(&old);
         }
     }
 
@@ -165,5 +170,22 @@ mod tests {
         assert_eq!(recent.len(), CAPACITY);
         assert!(recent.get("org", 1, 9).is_none());
         assert!(recent.get("org", 1, 10).is_some());
+    }
+
+    #[test]
+    fn events_already_folded_do_not_push_out_those_still_waiting() {
+        let recent = RecentEvents::default();
+        recent.remember("org", &[(1, 0)], &[event(0)]);
+        let later: Vec<i64> = (1..CAPACITY as i64 + 10).collect();
+        for chunk in later.chunks(1_000) {
+            let made: Vec<ConsentEvent> = chunk.iter().copied().map(event).collect();
+            let pending: Vec<(i64, i64)> = chunk.iter().map(|&seq| (1, seq)).collect();
+            recent.remember("org", &pending, &made);
+            recent.forget(chunk);
+        }
+        assert!(
+            recent.get("org", 1, 0).is_some(),
+            "the waiting event was pushed out"
+        );
     }
 }
