@@ -210,6 +210,29 @@ const EVENT_FIELDS: &[&str] = &[
 ];
 
 impl EventInput {
+    /// An event with `body` as its content and its stored form, no TCF request and no proof
+    /// files: what every reader of events makes once the body is checked.
+    pub fn new(
+        id: Option<EventId>,
+        created_at: Option<Timestamp>,
+        status: EventStatus,
+        regulation: Regulation,
+        body: EventBody,
+    ) -> EventInput {
+        let body_json = serde_json::to_vec(&body).unwrap_or_default();
+        EventInput {
+            id,
+            created_at,
+            status,
+            regulation,
+            body: Arc::new(body),
+            body_json,
+            iab: None,
+            tcf: None,
+            proofs: Vec::new(),
+        }
+    }
+
     /// Parses one event at `path`, recording every problem in `errors`.
     pub fn parse(
         value: &Value,
@@ -297,17 +320,11 @@ impl EventInput {
         if errors.len() != before {
             return None;
         }
-        let body_json = serde_json::to_vec(&body).unwrap_or_default();
         Some(EventInput {
-            id,
-            created_at,
-            status,
-            regulation,
-            body: Arc::new(body),
-            body_json,
             iab,
             tcf,
             proofs,
+            ..EventInput::new(id, created_at, status, regulation, body)
         })
     }
 

@@ -23,7 +23,6 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 /// Parses a `POST /consents/events` body of plain events; `None` when the body is anything
 /// else or anything in it is refused (the caller then parses it as a JSON tree).
@@ -295,18 +294,7 @@ impl PlainEvent {
             purpose_versions: PurposeVersions::new(),
             notice: None,
         };
-        let body_json = serde_json::to_vec(&body).ok()?;
-        Some(EventInput {
-            id,
-            created_at,
-            status,
-            regulation,
-            body: Arc::new(body),
-            body_json,
-            iab: None,
-            tcf: None,
-            proofs: Vec::new(),
-        })
+        Some(EventInput::new(id, created_at, status, regulation, body))
     }
 }
 

@@ -122,18 +122,13 @@ pub fn parse(
         }),
         ..EventBody::default()
     };
-    let body_json = serde_json::to_vec(&body).unwrap_or_default();
-    Some(EventInput {
+    Some(EventInput::new(
         id,
         created_at,
-        status: EventStatus::Confirmed,
-        regulation: Regulation::parse(regulation.as_str()).unwrap_or_default(),
-        body: body.into(),
-        body_json,
-        iab: None,
-        tcf: None,
-        proofs: Vec::new(),
-    })
+        EventStatus::Confirmed,
+        Regulation::parse(regulation.as_str()).unwrap_or_default(),
+        body,
+    ))
 }
 
 /// The event metadata of a notice event: its distinct actions, in the order they first
